@@ -1,0 +1,34 @@
+# The one place set-up commands live; README, Dockerfile and CI call these targets.
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8080
+BIN := $(VENV)/bin
+
+.PHONY: env models run test lint eval clean
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[build,dev]'
+	touch $@
+
+models: env
+	$(BIN)/facepose models build
+
+run: models
+	FACEPOSE_HOST=$(HOST) FACEPOSE_PORT=$(PORT) $(BIN)/facepose serve
+
+lint: env
+	$(BIN)/ruff check .
+
+test: models lint
+	$(BIN)/pytest -q -rs
+
+eval: models
+	$(BIN)/python scripts/eval_aflw2000.py ../shared/data/aflw2000-dev
+
+clean:
+	rm -rf $(VENV) model_repository/*/1

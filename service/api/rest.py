@@ -1,0 +1,260 @@
+"""REST transport: a thin FastAPI layer over ``pipeline.estimate``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import __version__
+from service.api import schemas
+from service.api.options import RequestOptions, parse_boxes, parse_options
+from service.api.serialize import error_dict, image_dict
+from service.config import Settings, get_settings
+from service.errors import (
+    BadRequestBody,
+    BodyTooLarge,
+    FaceposeError,
+    TooManyImages,
+    UnsupportedImage,
+)
+from service.metrics import FACES_PER_IMAGE, IMAGE_ERRORS, REQUEST_SECONDS, REQUESTS
+from service.pipeline.decode import SUPPORTED_FORMATS, decode_image
+from service.pipeline.pipeline import ImageRequest, estimate
+from service.pipeline.solve import load_canonical_face
+from service.runtime import create_runtime
+from service.runtime.base import InferenceRuntime
+
+IMAGE_CONTENT_TYPES = frozenset(SUPPORTED_FORMATS.values())
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": schemas.ErrorResponse} for status in (400, 413, 415, 422, 503)
+}
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": error_dict(code, message)}, status_code=status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_images(request: Request, settings: Settings) -> list[bytes]:
+    """The encoded images of a request: the raw body, or the multipart parts named `images`."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in IMAGE_CONTENT_TYPES or content_type == "application/octet-stream":
+        return [await read_body(request, settings.max_body_bytes)]
+    if content_type == "multipart/form-data":
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            raise BodyTooLarge(f"the request body exceeds {settings.max_body_bytes} bytes")
+        try:
+            form = await request.form(max_files=settings.max_images_per_request + 1,
+                                      max_fields=64)
+        except StarletteHTTPException as exc:
+            raise BadRequestBody(f"malformed multipart body: {exc.detail}") from None
+        parts = form.getlist("images")
+        if not parts:
+            raise BadRequestBody("multipart body has no parts named 'images'")
+        if len(parts) > settings.max_images_per_request:
+            raise TooManyImages(
+                f"{len(parts)} images; the limit is {settings.max_images_per_request}"
+            )
+        images = []
+        for part in parts:
+            if isinstance(part, UploadFile):
+                images.append(await part.read())
+            else:
+                images.append(part.encode())
+        return images
+    if not content_type:
+        raise UnsupportedImage("missing Content-Type: send image/jpeg, image/png, image/webp "
+                               "or multipart/form-data")
+    raise UnsupportedImage(f"unsupported Content-Type {content_type!r}: send image/jpeg, "
+                           "image/png, image/webp or multipart/form-data with parts 'images'")
+
+
+def run_request(runtime: InferenceRuntime, settings: Settings, encoded: list[bytes],
+                options: RequestOptions) -> list[dict[str, Any]]:
+    """Decode every image, run the pipeline once over those that decoded, keep order."""
+    entries: list[dict[str, Any]] = []
+    requests: list[ImageRequest] = []
+    decoded_at: list[int] = []
+    for index, data in enumerate(encoded):
+        try:
+            image = decode_image(data, settings.max_image_bytes, settings.max_image_pixels)
+        except FaceposeError as exc:
+            IMAGE_ERRORS.labels(exc.code).inc()
+            entries.append({"index": index, "width": None, "height": None, "camera": None,
+                            "faces": [], "error": error_dict(exc.code, exc.message)})
+            continue
+        height, width = image.shape[:2]
+        camera = options.camera_for(width, height, settings.default_fov_deg)
+        boxes = options.boxes[index] if options.boxes is not None else None
+        requests.append(ImageRequest(image, camera, boxes))
+        decoded_at.append(len(entries))
+        entries.append({"index": index})
+    results = estimate(runtime, requests, options.pipeline, iris="iris" in options.include)
+    for slot, request, result in zip(decoded_at, requests, results, strict=True):
+        height, width = request.image.shape[:2]
+        entries[slot] = image_dict(entries[slot]["index"], width, height, result,
+                                   options.include)
+        FACES_PER_IMAGE.observe(len(result.faces))
+    return entries
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = create_runtime(settings)
+        load_canonical_face()
+        yield
+        app.state.runtime.close()
+
+    app = FastAPI(
+        title="facepose",
+        version=__version__,
+        description="6DoF head pose and dense 3D face mesh for every face in a photo.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+
+    @app.exception_handler(FaceposeError)
+    async def facepose_error(request: Request, exc: FaceposeError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        return error_response(422, "bad_option", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.middleware("http")
+    async def observe(request: Request,
+                      call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = route.path if route is not None else "unmatched"
+        REQUEST_SECONDS.labels(path).observe(time.perf_counter() - started)
+        REQUESTS.labels(path, request.method, str(response.status_code)).inc()
+        return response
+
+    @app.post(
+        "/v1/faces",
+        response_model=schemas.FacesResponse,
+        responses=ERROR_RESPONSES,
+        summary="Find faces; return each one's 6DoF pose and, on request, landmarks and mesh",
+        openapi_extra={"requestBody": {"required": True, "content": {
+            **{t: {"schema": {"type": "string", "format": "binary"}}
+               for t in sorted(IMAGE_CONTENT_TYPES)},
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["images"],
+                "properties": {"images": {"type": "array",
+                                          "items": {"type": "string", "format": "binary"}}},
+            }},
+        }}},
+    )
+    async def faces(
+        request: Request,
+        include: Annotated[list[str], Query(
+            description="Any of mesh, landmarks, landmarks68, iris (comma-separated or "
+                        "repeated); poses and boxes are always returned.")] = [],  # noqa: B006
+        max_faces: Annotated[int | None, Query(description="Faces per image, best first.")
+                             ] = None,
+        min_score: Annotated[float | None, Query(description="Drop detections below this "
+                                                 f"score (default {settings.default_min_score})."
+                                                 )] = None,
+        min_presence: Annotated[float | None, Query(
+            description="Drop faces whose face-presence score is below this (default "
+                        f"{settings.default_min_presence}; 0 keeps every face).")] = None,
+        fx: Annotated[float | None, Query(description="Focal length x, pixels.")] = None,
+        fy: Annotated[float | None, Query(description="Focal length y, pixels.")] = None,
+        cx: Annotated[float | None, Query(description="Principal point x, pixels.")] = None,
+        cy: Annotated[float | None, Query(description="Principal point y, pixels.")] = None,
+        boxes: Annotated[str | None, Query(
+            description="JSON: per image a list of [x1, y1, x2, y2] face boxes (tight around "
+                        "the face, brows to chin) to use instead of the detector.")] = None,
+    ) -> Response:
+        options = parse_options(settings, include=include, max_faces=max_faces,
+                                min_score=min_score, min_presence=min_presence,
+                                fx=fx, fy=fy, cx=cx, cy=cy)
+        encoded = await read_images(request, settings)
+        options.boxes = parse_boxes(boxes, len(encoded))
+        entries = await run_in_threadpool(run_request, request.app.state.runtime, settings,
+                                          encoded, options)
+        return JSONResponse({"images": entries})
+
+    @app.get("/v1/mesh/topology", response_model=schemas.MeshTopology)
+    async def mesh_topology() -> Response:
+        face = load_canonical_face()
+        return JSONResponse({
+            "num_vertices": len(face.vertices_mm),
+            "triangles": face.triangles.tolist(),
+            "landmarks68": face.landmarks68.tolist(),
+            "canonical_vertices_mm": face.vertices_mm.round(4).tolist(),
+        }, headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.get("/v1/models", response_model=schemas.ModelsResponse)
+    async def models(request: Request) -> Response:
+        runtime: InferenceRuntime = request.app.state.runtime
+        return JSONResponse({
+            "runtime": settings.runtime,
+            "ready": runtime.is_ready(),
+            "models": [{
+                "name": spec.name,
+                "max_batch_size": spec.max_batch_size,
+                "inputs": {t.name: list(t.dims) for t in spec.inputs},
+                "outputs": {t.name: list(t.dims) for t in spec.outputs},
+            } for spec in runtime.specs.values()],
+        })
+
+    @app.get("/healthz", response_model=schemas.Health)
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", response_model=schemas.Health, responses={503: {"model": schemas.Health}})
+    async def readyz(request: Request) -> Response:
+        ready = request.app.state.runtime.is_ready()
+        return JSONResponse({"status": "ok" if ready else "not_ready"},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,116 @@
+"""The public JSON shapes. Field names are the API: clients and the evaluation depend on them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Point2 = list[float]
+Point3 = list[float]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable error code, e.g. `corrupt_image`.")
+    message: str = Field(description="What went wrong, for a person.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class CameraOut(BaseModel):
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    source: Literal["request", "default"] = Field(
+        description="`request` when the client gave the intrinsics, else `default`."
+    )
+
+
+class EulerDeg(BaseModel):
+    pitch: float = Field(description="Degrees; positive: head up.")
+    yaw: float = Field(description="Degrees; positive: the nose moves to image left.")
+    roll: float = Field(description="Degrees; positive: the eye line turns clockwise.")
+
+
+class PoseOut(BaseModel):
+    euler_deg: EulerDeg
+    rotation_matrix: list[list[float]] = Field(
+        description="3x3 R mapping the canonical face (OpenCV axes, mm) into the camera frame."
+    )
+    quaternion_wxyz: list[float] = Field(description="R as a unit quaternion, w >= 0.")
+    translation_mm: list[float] = Field(description="t: the model origin in the camera frame.")
+    reprojection_rmse_px: float
+
+
+class MeshOut(BaseModel):
+    vertices_mm: list[Point3] = Field(description="468 vertices in the camera frame, mm.")
+
+
+class IrisOut(BaseModel):
+    centre: Point2 = Field(description="Iris centre, image pixels.")
+    contour: list[Point2] = Field(description="Four points on the iris edge, image pixels.")
+    radius_px: float
+
+
+class IrisPair(BaseModel):
+    right: IrisOut = Field(description="The subject's right eye (image left when facing).")
+    left: IrisOut
+
+
+class FaceOut(BaseModel):
+    box: list[float] = Field(description="x1, y1, x2, y2 in image pixels.")
+    score: float = Field(description="Detector confidence; 1.0 for a box the client gave.")
+    presence: float = Field(description="Face-mesh model's face-presence score.")
+    pose: PoseOut
+    landmarks68: list[Point2] | None = Field(
+        default=None, description="68 iBUG 300-W points, image pixels (include=landmarks68)."
+    )
+    landmarks: list[Point2] | None = Field(
+        default=None, description="468 mesh points, image pixels (include=landmarks)."
+    )
+    mesh: MeshOut | None = Field(default=None, description="With include=mesh.")
+    iris: IrisPair | None = Field(default=None, description="With include=iris.")
+
+
+class ImageOut(BaseModel):
+    index: int
+    width: int | None = None
+    height: int | None = None
+    camera: CameraOut | None = None
+    faces: list[FaceOut] = Field(default_factory=list)
+    error: ErrorDetail | None = None
+
+
+class FacesResponse(BaseModel):
+    images: list[ImageOut]
+
+
+class MeshTopology(BaseModel):
+    num_vertices: int
+    triangles: list[list[int]] = Field(description="Vertex index triples, counter-clockwise.")
+    landmarks68: list[int] = Field(description="Vertex indices of the 68 iBUG points, in order.")
+    canonical_vertices_mm: list[Point3] = Field(
+        description="The canonical face in OpenCV axes (x right, y down, z away from the "
+        "viewer), mm: a face's vertices are about R @ v + t."
+    )
+
+
+class ModelInfo(BaseModel):
+    name: str
+    max_batch_size: int
+    inputs: dict[str, list[int]]
+    outputs: dict[str, list[int]]
+    sha256: str | None = None
+
+
+class ModelsResponse(BaseModel):
+    runtime: str
+    ready: bool
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "not_ready"]

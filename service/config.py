@@ -1,0 +1,42 @@
+"""Service settings, read once from the environment (prefix ``FACEPOSE_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACEPOSE_")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    model_repository: Path = REPO_ROOT / "model_repository"
+    runtime: Literal["embedded", "triton"] = "embedded"
+    triton_url: str = "127.0.0.1:8001"
+    ort_intra_op_threads: int = Field(default=1, ge=0)
+
+    # Limits on what a client may send; checked before anything expensive.
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_images_per_request: int = 32
+    max_image_bytes: int = 16 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+    max_faces_per_image: int = 32
+
+    # Defaults for the request options of the same names.
+    default_max_faces: int = 16
+    default_min_score: float = 0.5
+    default_min_presence: float = 0.5
+    # Field of view across the longer image side used when the client gives no intrinsics.
+    default_fov_deg: float = 60.0
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,77 @@
+"""Decode: encoded bytes -> RGB array, with limits checked on the header before decoding."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from service.errors import CorruptImage, EmptyImage, ImageTooLarge, UnsupportedImage
+
+SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+)
+
+# Pillow only parses headers here; the pixel limit is ours, so its own bomb guard stays out
+# of the way (it would warn, not reject, below twice its limit).
+Image.MAX_IMAGE_PIXELS = None
+
+
+def sniff_format(data: bytes) -> str:
+    """Return "JPEG", "PNG" or "WEBP" from the magic bytes, else raise UnsupportedImage."""
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    raise UnsupportedImage("not a JPEG, PNG or WebP image")
+
+
+def read_size(data: bytes) -> tuple[int, int]:
+    """(width, height) as stored, read from the header only; nothing is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as header:
+                return header.size
+    except Exception as exc:
+        raise CorruptImage(f"unreadable image header: {type(exc).__name__}") from None
+
+
+def _jpeg_is_complete(data: bytes) -> bool:
+    # Inside entropy-coded data 0xFF is always stuffed, so an end-of-image marker after the last
+    # start-of-scan means the scan data is complete. libjpeg itself pads a truncated file with
+    # grey and decodes it without error, which would give a silently wrong face.
+    last_scan = data.rfind(b"\xff\xda")
+    return last_scan >= 0 and data.find(b"\xff\xd9", last_scan) >= 0
+
+
+def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """Decode JPEG/PNG/WebP bytes to an RGB image with its EXIF orientation applied.
+
+    Returns: (H, W, 3) uint8 RGB.
+    Raises EmptyImage, UnsupportedImage, ImageTooLarge or CorruptImage.
+    """
+    if not data:
+        raise EmptyImage("the image is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"the image is {len(data)} bytes; the limit is {max_bytes}")
+    image_format = sniff_format(data)
+    width, height = read_size(data)
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels"
+        )
+    if image_format == "JPEG" and not _jpeg_is_complete(data):
+        raise CorruptImage("the JPEG data is truncated")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    # IMREAD_COLOR applies the EXIF orientation and turns grey or RGBA input into 3 channels.
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise CorruptImage(f"the {image_format} data could not be decoded")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,189 @@
+"""Detect: letterboxed images -> face boxes, six keypoints and scores, after NMS.
+
+Keypoint order (the subject's own left/right): right eye, left eye, nose tip, mouth centre,
+right ear tragion, left ear tragion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from service.runtime.base import InferenceRuntime
+
+NUM_KEYPOINTS = 6
+REGRESSOR_SIZE = 4 + 2 * NUM_KEYPOINTS
+
+
+@dataclass(frozen=True)
+class AnchorLayout:
+    """How a BlazeFace-style detector tiles its input with anchors (a fact of the trained model)."""
+
+    strides: tuple[int, ...]
+    anchors_per_stride: int
+    min_score: float
+
+
+# The short-range model sees 128 px, the full-range 192 px; both come from MediaPipe's graphs.
+ANCHOR_LAYOUTS = {
+    "face_detector_short": AnchorLayout(strides=(8, 16, 16, 16), anchors_per_stride=2,
+                                        min_score=0.5),
+    "face_detector_full": AnchorLayout(strides=(4,), anchors_per_stride=1, min_score=0.5),
+}
+
+
+@dataclass
+class Detections:
+    """Faces found in one image, in image pixels; N faces."""
+
+    boxes: np.ndarray  # (N, 4) x1, y1, x2, y2
+    keypoints: np.ndarray  # (N, 6, 2) x, y
+    scores: np.ndarray  # (N,)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4)), np.zeros((0, NUM_KEYPOINTS, 2)), np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def take(self, index: np.ndarray) -> Detections:
+        return Detections(self.boxes[index], self.keypoints[index], self.scores[index])
+
+
+def make_anchors(layout: AnchorLayout, input_size: int) -> np.ndarray:
+    """Anchor centres in [0, 1] input coordinates, in the model's output order.
+
+    Returns: (A, 2) x, y.
+    """
+    centres = []
+    strides = list(layout.strides)
+    while strides:
+        stride = strides[0]
+        # Consecutive layers of one stride share a grid; their anchors sit together per cell.
+        repeats = 0
+        while strides and strides[0] == stride:
+            strides.pop(0)
+            repeats += 1
+        cells = int(np.ceil(input_size / stride))
+        ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 2)
+        centres.append(np.repeat(grid, repeats * layout.anchors_per_stride, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fit an image into a size x size square, keeping its aspect ratio, padded with black.
+
+    image: (H, W, 3) uint8 RGB.
+    Returns: the square (size, size, 3) uint8 and ``to_image`` (3,): scale, pad_x, pad_y such
+    that image_xy = (square_xy - pad) / scale.
+    """
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+    square = np.zeros((size, size, 3), np.uint8)
+    square[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
+    return square, np.array([scale, pad_x, pad_y], np.float64)
+
+
+def decode_boxes(
+    regressors: np.ndarray, anchors: np.ndarray, input_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw regressors -> boxes and keypoints in input pixels.
+
+    regressors: (A, 16) dx, dy, w, h, then six keypoint (dx, dy), in input pixels from the anchor.
+    anchors: (A, 2) anchor centres in [0, 1].
+    Returns: boxes (A, 4) x1, y1, x2, y2 and keypoints (A, 6, 2).
+    """
+    offsets = anchors * input_size
+    centre = regressors[:, 0:2] + offsets
+    half = regressors[:, 2:4] / 2
+    boxes = np.concatenate([centre - half, centre + half], axis=1)
+    keypoints = regressors[:, 4:].reshape(-1, NUM_KEYPOINTS, 2) + offsets[:, None, :]
+    return boxes, keypoints
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (4,) box against (N, 4) boxes, all x1, y1, x2, y2. Returns (N,)."""
+    top_left = np.maximum(box[:2], boxes[:, :2])
+    bottom_right = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+    area = np.prod(box[2:] - box[:2])
+    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def weighted_nms(detections: Detections, iou_threshold: float = 0.3) -> Detections:
+    """Merge overlapping detections into their score-weighted mean, best first.
+
+    Averaging the cluster instead of keeping only its best member steadies the boxes, which
+    the crop, and so the mesh, depends on.
+    """
+    remaining = np.argsort(-detections.scores)
+    boxes, keypoints, scores = [], [], []
+    while len(remaining):
+        best = remaining[0]
+        overlap = box_iou(detections.boxes[best], detections.boxes[remaining]) > iou_threshold
+        cluster = remaining[overlap]
+        weights = detections.scores[cluster] / detections.scores[cluster].sum()
+        boxes.append(weights @ detections.boxes[cluster])
+        keypoints.append(np.tensordot(weights, detections.keypoints[cluster], axes=1))
+        scores.append(detections.scores[best])
+        remaining = remaining[~overlap]
+    if not scores:
+        return Detections.empty()
+    return Detections(np.array(boxes), np.array(keypoints), np.array(scores))
+
+
+def run_detector(
+    runtime: InferenceRuntime, model: str, images: list[np.ndarray], min_score: float
+) -> list[Detections]:
+    """One batched detector call over all images. images: each (H, W, 3) uint8 RGB."""
+    spec = runtime.specs[model]
+    layout = ANCHOR_LAYOUTS[model]
+    input_size = spec.inputs[0].dims[0]
+    anchors = make_anchors(layout, input_size)
+    squares, transforms = zip(*(letterbox(image, input_size) for image in images), strict=True)
+    batch = np.stack(squares).astype(np.float32) / 127.5 - 1.0
+    outputs = runtime.infer(model, {spec.inputs[0].name: batch})
+    regressors = outputs[spec.output_with_size(len(anchors) * REGRESSOR_SIZE).name]
+    logits = outputs[spec.output_with_size(len(anchors)).name]
+    threshold = max(min_score, layout.min_score)
+    results = []
+    for image_regressors, image_logits, (scale, pad_x, pad_y) in zip(
+        regressors.reshape(len(images), -1, REGRESSOR_SIZE),
+        logits.reshape(len(images), -1),
+        transforms,
+        strict=True,
+    ):
+        scores = 1.0 / (1.0 + np.exp(-np.clip(image_logits, -100.0, 100.0)))
+        keep = scores >= threshold
+        boxes, keypoints = decode_boxes(image_regressors[keep], anchors[keep], input_size)
+        pad = np.array([pad_x, pad_y])
+        found = Detections(
+            (boxes - np.tile(pad, 2)) / scale, (keypoints - pad) / scale, scores[keep]
+        )
+        results.append(weighted_nms(found))
+    return results
+
+
+def merge_detections(primary: Detections, secondary: Detections) -> Detections:
+    """Primary detections plus the secondary ones that overlap none of them."""
+    if not len(primary):
+        return secondary
+    novel = [
+        i for i in range(len(secondary))
+        if box_iou(secondary.boxes[i], primary.boxes).max() < 0.3
+    ]
+    index = np.array(novel, dtype=int)
+    extra = secondary.take(index)
+    return Detections(
+        np.concatenate([primary.boxes, extra.boxes]),
+        np.concatenate([primary.keypoints, extra.keypoints]),
+        np.concatenate([primary.scores, extra.scores]),
+    )

@@ -1,0 +1,32 @@
+"""Mesh: batched face-mesh model over crops -> 468 landmarks per face and a presence score."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.runtime.base import InferenceRuntime
+
+NUM_VERTICES = 468
+MESH_MODEL = "face_mesh"
+
+
+def mesh_input_size(runtime: InferenceRuntime) -> int:
+    return runtime.specs[MESH_MODEL].inputs[0].dims[0]
+
+
+def run_mesh(runtime: InferenceRuntime, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One batched call for all crops.
+
+    crops: (N, S, S, 3) uint8 RGB.
+    Returns: landmarks (N, 468, 3) x, y, z in crop pixels (z: depth relative to the face,
+    smaller is nearer the camera) and presence (N,) in [0, 1].
+    """
+    if not len(crops):
+        return np.zeros((0, NUM_VERTICES, 3)), np.zeros(0)
+    spec = runtime.specs[MESH_MODEL]
+    batch = crops.astype(np.float32) / 255.0
+    outputs = runtime.infer(MESH_MODEL, {spec.inputs[0].name: batch})
+    landmarks = outputs[spec.output_with_size(NUM_VERTICES * 3).name]
+    logits = outputs[spec.output_with_size(1).name]
+    presence = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1), -100.0, 100.0)))
+    return landmarks.reshape(-1, NUM_VERTICES, 3).astype(np.float64), presence

@@ -1,0 +1,169 @@
+"""The pipeline: decoded images -> faces with poses and meshes. Transports call only this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from service.pipeline.align import (
+    DETECTION_CROP_SCALE,
+    Regions,
+    crop_points_to_image,
+    crop_regions,
+    crop_to_image_transforms,
+    regions_from_detections,
+    regions_from_landmarks,
+)
+from service.pipeline.detect import Detections, merge_detections, run_detector
+from service.pipeline.iris import IrisPair, run_iris
+from service.pipeline.mesh import mesh_input_size, run_mesh
+from service.pipeline.solve import (
+    Camera,
+    Pose,
+    load_canonical_face,
+    mesh_in_camera_mm,
+    solve_pose,
+)
+from service.runtime.base import InferenceRuntime
+
+SHORT_RANGE, FULL_RANGE = "face_detector_short", "face_detector_full"
+
+
+@dataclass
+class Options:
+    max_faces: int
+    min_score: float
+    min_presence: float
+
+
+@dataclass
+class ImageRequest:
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    camera: Camera
+    boxes: np.ndarray | None = None  # (N, 4) client face boxes; None runs the detector
+
+
+@dataclass
+class Face:
+    box: np.ndarray  # (4,) x1, y1, x2, y2 image pixels
+    score: float
+    presence: float
+    pose: Pose
+    landmarks_px: np.ndarray  # (468, 3) x, y image pixels, z relative depth in pixels
+    vertices_mm: np.ndarray  # (468, 3) camera frame
+    iris: IrisPair | None = None
+
+
+@dataclass
+class ImageResult:
+    camera: Camera
+    faces: list[Face] = field(default_factory=list)
+
+
+@lru_cache(maxsize=1)
+def _tight_box_to_region() -> tuple[np.ndarray, float]:
+    """Centre offset and side, in units of the box's longer side, from a box tight around the
+    68 iBUG points to the landmark crop region, measured on the frontal canonical face."""
+    face = load_canonical_face()
+    xy = face.vertices_mm[:, :2]
+    tight = xy[face.landmarks68]
+    tight_low, tight_high = tight.min(axis=0), tight.max(axis=0)
+    full_low, full_high = xy.min(axis=0), xy.max(axis=0)
+    unit = (tight_high - tight_low).max()
+    offset = ((full_low + full_high) - (tight_low + tight_high)) / 2 / unit
+    side = (full_high - full_low).max() / unit * DETECTION_CROP_SCALE
+    return offset, float(side)
+
+
+def regions_from_client_boxes(boxes: np.ndarray) -> Regions:
+    """Regions for boxes as tight as the 68 landmarks, placed where the mesh crop would be."""
+    offset, side = _tight_box_to_region()
+    longer = np.max(boxes[:, 2:] - boxes[:, :2], axis=1)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2 + offset[None, :] * longer[:, None]
+    return Regions(centres, longer * side, np.zeros(len(boxes)))
+
+
+def detect_faces(runtime: InferenceRuntime, images: list[np.ndarray], options: Options
+                 ) -> list[Detections]:
+    """Both detectors, each in one batched call: the short-range model is the better one on
+    large faces, the full-range model finds the small ones it misses."""
+    if not images:
+        return []
+    short = run_detector(runtime, SHORT_RANGE, images, options.min_score)
+    full = run_detector(runtime, FULL_RANGE, images, options.min_score)
+    merged = [merge_detections(s, f) for s, f in zip(short, full, strict=True)]
+    return [found.take(np.argsort(-found.scores)[: options.max_faces]) for found in merged]
+
+
+def _fit_meshes(runtime: InferenceRuntime, images: list[np.ndarray],
+                regions: list[Regions]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """All faces of all images through the mesh model in one call.
+
+    Returns per image: landmarks (N, 468, 3) in image pixels and presence (N,).
+    """
+    crop_size = mesh_input_size(runtime)
+    crops = [crop_regions(image, r, crop_size) for image, r in zip(images, regions, strict=True)]
+    counts = [len(r) for r in regions]
+    landmarks, presence = run_mesh(runtime, np.concatenate(crops))
+    transforms = np.concatenate([crop_to_image_transforms(r, crop_size) for r in regions])
+    landmarks = crop_points_to_image(landmarks, transforms) if len(landmarks) else landmarks
+    splits = np.cumsum(counts)[:-1]
+    return np.split(landmarks, splits), np.split(presence, splits)
+
+
+def estimate(runtime: InferenceRuntime, requests: list[ImageRequest], options: Options,
+             iris: bool = False) -> list[ImageResult]:
+    """Faces, poses and meshes for each image, in order."""
+    to_detect = [i for i, r in enumerate(requests) if r.boxes is None]
+    detections = dict(zip(
+        to_detect, detect_faces(runtime, [requests[i].image for i in to_detect], options),
+        strict=True,
+    ))
+    boxes, scores, regions = [], [], []
+    for i, request in enumerate(requests):
+        if i in detections:
+            found = detections[i]
+            boxes.append(found.boxes)
+            scores.append(found.scores)
+            regions.append(regions_from_detections(found.boxes, found.keypoints))
+        else:
+            client = np.asarray(request.boxes, np.float64).reshape(-1, 4)[: options.max_faces]
+            boxes.append(client)
+            scores.append(np.ones(len(client)))
+            regions.append(regions_from_client_boxes(client))
+
+    images = [r.image for r in requests]
+    # The first fit only places the face; the second crops it the way the mesh model was
+    # trained to see it (tracking's landmark rule), whatever the first region came from.
+    landmarks, _ = _fit_meshes(runtime, images, regions)
+    refined = [regions_from_landmarks(lm) if len(lm) else r for lm, r in zip(landmarks, regions,
+                                                                                strict=True)]
+    landmarks, presence = _fit_meshes(runtime, images, refined)
+
+    face_model = load_canonical_face()
+    results = []
+    for request, image_boxes, image_scores, image_landmarks, image_presence in zip(
+        requests, boxes, scores, landmarks, presence, strict=True
+    ):
+        result = ImageResult(request.camera)
+        for box, score, face_landmarks, face_presence in zip(
+            image_boxes, image_scores, image_landmarks, image_presence, strict=True
+        ):
+            if face_presence < options.min_presence:
+                continue
+            points = face_model.pnp_vertices
+            pose = solve_pose(face_landmarks[points, :2], face_model.vertices_mm[points],
+                              request.camera)
+            vertices = mesh_in_camera_mm(face_landmarks, pose, face_model.vertices_mm,
+                                         request.camera)
+            result.faces.append(Face(box, float(score), float(face_presence), pose,
+                                     face_landmarks, vertices))
+        if iris and result.faces:
+            kept = np.stack([face.landmarks_px for face in result.faces])
+            for face, pair in zip(result.faces, run_iris(runtime, request.image, kept),
+                                  strict=True):
+                face.iris = pair
+        results.append(result)
+    return results

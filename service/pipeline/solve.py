@@ -1,0 +1,149 @@
+"""Solve: 2D landmarks + the canonical 3D face -> 6DoF pose by PnP, and pose representations.
+
+Frames. The canonical face model is stored with x to the subject's left (image right for a face
+looking at the camera), y up, z toward the viewer. The service works in OpenCV's camera axes
+(x right, y down, z forward), so the model is turned once by F = diag(1, -1, -1); in that
+"model_cv" frame a face looking straight into the camera has ``r_cam_from_model = I``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import cv2
+import numpy as np
+
+MODEL_TO_CV_AXES = np.diag([1.0, -1.0, -1.0])
+
+
+@dataclass(frozen=True)
+class CanonicalFace:
+    vertices_mm: np.ndarray  # (468, 3) in the model_cv frame
+    triangles: np.ndarray  # (T, 3) int vertex indices
+    landmarks68: np.ndarray  # (68,) vertex indices in iBUG 300-W order
+    pnp_vertices: np.ndarray  # (K,) vertices whose image positions the pose is fitted to
+
+
+@lru_cache(maxsize=1)
+def load_canonical_face() -> CanonicalFace:
+    with resources.files("service.data").joinpath("canonical_face.npz").open("rb") as handle:
+        data = np.load(handle)
+        vertices = data["vertices_mm"] @ MODEL_TO_CV_AXES.T
+        return CanonicalFace(
+            vertices_mm=vertices,
+            triangles=data["triangles"].astype(np.int32),
+            landmarks68=data["landmarks68"].astype(np.int64),
+            pnp_vertices=np.arange(len(vertices)),
+        )
+
+
+@dataclass(frozen=True)
+class Camera:
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    source: str  # "request" or "default"
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """(3, 3) intrinsic matrix K."""
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+
+def default_camera(width: int, height: int, fov_deg: float) -> Camera:
+    """A pinhole camera with ``fov_deg`` across the longer image side, centred principal point."""
+    focal = max(width, height) / (2.0 * np.tan(np.radians(fov_deg) / 2.0))
+    return Camera(focal, focal, width / 2.0, height / 2.0, "default")
+
+
+@dataclass(frozen=True)
+class Pose:
+    r_cam_from_model: np.ndarray  # (3, 3)
+    t_cam_from_model_mm: np.ndarray  # (3,)
+    reprojection_rmse_px: float
+
+
+def solve_pose(
+    image_points: np.ndarray, model_points: np.ndarray, camera: Camera
+) -> Pose:
+    """Rigid pose of the model that best reprojects onto the image points.
+
+    image_points: (K, 2) pixels; model_points: (K, 3) mm in the model_cv frame.
+    """
+    objects = np.ascontiguousarray(model_points, dtype=np.float64)
+    pixels = np.ascontiguousarray(image_points, dtype=np.float64)
+    intrinsics = camera.matrix
+    # SQPnP finds the global minimum without an initial guess; LM then polishes it.
+    ok, rvec, tvec = cv2.solvePnP(objects, pixels, intrinsics, None, flags=cv2.SOLVEPNP_SQPNP)
+    if not ok:
+        ok, rvec, tvec = cv2.solvePnP(objects, pixels, intrinsics, None, flags=cv2.SOLVEPNP_EPNP)
+    rvec, tvec = cv2.solvePnPRefineLM(objects, pixels, intrinsics, None, rvec, tvec)
+    projected, _ = cv2.projectPoints(objects, rvec, tvec, intrinsics, None)
+    rmse = float(np.sqrt(np.mean(np.sum((projected[:, 0] - pixels) ** 2, axis=1))))
+    rotation, _ = cv2.Rodrigues(rvec)
+    return Pose(rotation, tvec.reshape(3), rmse)
+
+
+def euler_pitch_yaw_roll_deg(r_cam_from_model: np.ndarray) -> tuple[float, float, float]:
+    """Pitch, yaw, roll in degrees in the AFLW2000-3D / 300W-LP label convention.
+
+    +yaw: the nose moves to image left; +pitch: head up; +roll: the eye line turns clockwise.
+    """
+    r = r_cam_from_model
+    yaw = np.arcsin(np.clip(r[0, 2], -1.0, 1.0))
+    pitch = np.arctan2(r[1, 2], r[2, 2])
+    roll = np.arctan2(-r[0, 1], r[0, 0])
+    return float(np.degrees(pitch)), float(np.degrees(yaw)), float(np.degrees(roll))
+
+
+def rotation_from_euler_deg(pitch: float, yaw: float, roll: float) -> np.ndarray:
+    """Inverse of ``euler_pitch_yaw_roll_deg``: R = Rx(pitch) Ry(yaw) Rz(roll) in OpenCV axes."""
+    p, y, r = np.radians([pitch, yaw, roll])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return rx @ ry @ rz
+
+
+def quaternion_wxyz(rotation: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w, x, y, z) with w >= 0 of a (3, 3) rotation matrix."""
+    m = rotation
+    trace = np.trace(m)
+    if trace > 0:
+        s = 2.0 * np.sqrt(1.0 + trace)
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        q = [0.0, 0.0, 0.0, 0.0]
+        q[0] = (m[k, j] - m[j, k]) / s
+        q[1 + i] = 0.25 * s
+        q[1 + j] = (m[j, i] + m[i, j]) / s
+        q[1 + k] = (m[k, i] + m[i, k]) / s
+    quaternion = np.array(q)
+    quaternion /= np.linalg.norm(quaternion)
+    return quaternion if quaternion[0] >= 0 else -quaternion
+
+
+def mesh_in_camera_mm(
+    landmarks_px: np.ndarray, pose: Pose, model_points: np.ndarray, camera: Camera
+) -> np.ndarray:
+    """The fitted face's 468 vertices in the camera frame, keeping the model's expression.
+
+    Each vertex keeps its image position: it is back-projected to a depth given by the fitted
+    canonical face's mean depth plus the mesh model's own relative depth, turned into mm at that
+    distance. landmarks_px: (468, 3) x, y, z in image pixels; model_points: (468, 3) model_cv.
+    Returns: (468, 3) mm.
+    """
+    fitted = model_points @ pose.r_cam_from_model.T + pose.t_cam_from_model_mm
+    mean_depth = fitted[:, 2].mean()
+    focal = (camera.fx + camera.fy) / 2.0
+    relative = landmarks_px[:, 2] - landmarks_px[:, 2].mean()
+    depth = mean_depth + relative * mean_depth / focal
+    x = (landmarks_px[:, 0] - camera.cx) * depth / camera.fx
+    y = (landmarks_px[:, 1] - camera.cy) * depth / camera.fy
+    return np.stack([x, y, depth], axis=1)

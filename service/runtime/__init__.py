@@ -1,0 +1,15 @@
+"""Inference runtimes behind one small interface (see ``base.InferenceRuntime``)."""
+
+from __future__ import annotations
+
+from service.config import Settings
+from service.runtime.base import InferenceRuntime
+
+
+def create_runtime(settings: Settings) -> InferenceRuntime:
+    """The runtime named by ``settings.runtime``."""
+    if settings.runtime == "embedded":
+        from service.runtime.embedded import EmbeddedRuntime
+
+        return EmbeddedRuntime(settings.model_repository, settings.ort_intra_op_threads)
+    raise ValueError(f"unknown runtime {settings.runtime!r}")

@@ -1,0 +1,27 @@
+"""The interface the pipeline calls; each runtime (embedded ONNX Runtime, Triton) implements it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from service.runtime.model_config import ModelSpec
+
+
+class InferenceRuntime(Protocol):
+    specs: dict[str, ModelSpec]
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batched call; every array's first axis is the batch, of any size >= 1."""
+        ...
+
+    def is_ready(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def split_batches(batch_size: int, max_batch_size: int) -> list[slice]:
+    """Slices covering ``range(batch_size)`` in chunks a model with that limit accepts."""
+    step = max(1, max_batch_size)
+    return [slice(start, min(start + step, batch_size)) for start in range(0, batch_size, step)]

@@ -1,0 +1,56 @@
+"""Embedded runtime: ONNX Runtime sessions in the gateway process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.runtime.base import split_batches
+from service.runtime.model_config import ModelSpec, load_model_specs
+
+
+def _session_options(intra_op_threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning pools of several sessions fight over few cores and double the latency.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+class EmbeddedRuntime:
+    def __init__(self, repository: Path, intra_op_threads: int = 1) -> None:
+        self.specs: dict[str, ModelSpec] = load_model_specs(repository)
+        options = _session_options(intra_op_threads)
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        for name in self.specs:
+            model_path = repository / name / "1" / "model.onnx"
+            if not model_path.exists():
+                raise FileNotFoundError(f"{model_path} is missing: run `facepose models build`")
+            self._sessions[name] = ort.InferenceSession(
+                str(model_path), options, providers=["CPUExecutionProvider"]
+            )
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        spec = self.specs[model]
+        session = self._sessions[model]
+        output_names = [o.name for o in spec.outputs]
+        batch_size = len(next(iter(inputs.values())))
+        chunks = [
+            session.run(output_names, {name: array[part] for name, array in inputs.items()})
+            for part in split_batches(batch_size, spec.max_batch_size)
+        ]
+        return {
+            name: np.concatenate([chunk[i] for chunk in chunks])
+            for i, name in enumerate(output_names)
+        }
+
+    def is_ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._sessions.clear()

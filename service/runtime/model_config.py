@@ -1,0 +1,62 @@
+"""Read a Triton ``config.pbtxt``: the single statement of a model's tensors and batch limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+_NUMPY_DTYPES = {
+    model_config_pb2.TYPE_FP32: np.float32,
+    model_config_pb2.TYPE_FP16: np.float16,
+    model_config_pb2.TYPE_INT32: np.int32,
+    model_config_pb2.TYPE_INT64: np.int64,
+    model_config_pb2.TYPE_UINT8: np.uint8,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dims: tuple[int, ...]  # without the batch dimension
+    dtype: type[np.generic]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def output_with_size(self, size: int) -> TensorSpec:
+        """The one output holding ``size`` values per batch item."""
+        matches = [o for o in self.outputs if int(np.prod(o.dims)) == size]
+        if len(matches) != 1:
+            raise ValueError(f"{self.name}: expected one output of size {size}, got {matches}")
+        return matches[0]
+
+
+def _tensor(message: model_config_pb2.ModelInput | model_config_pb2.ModelOutput) -> TensorSpec:
+    return TensorSpec(message.name, tuple(message.dims), _NUMPY_DTYPES[message.data_type])
+
+
+def parse_model_config(text: str) -> ModelSpec:
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    return ModelSpec(
+        name=config.name,
+        max_batch_size=config.max_batch_size,
+        inputs=tuple(_tensor(i) for i in config.input),
+        outputs=tuple(_tensor(o) for o in config.output),
+    )
+
+
+def load_model_specs(repository: Path) -> dict[str, ModelSpec]:
+    """Every model in a Triton model repository, by name."""
+    specs = [
+        parse_model_config(path.read_text()) for path in sorted(repository.glob("*/config.pbtxt"))
+    ]
+    return {spec.name: spec for spec in specs}
