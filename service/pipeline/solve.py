@@ -100,8 +100,11 @@ def euler_pitch_yaw_roll_deg(r_cam_from_model: np.ndarray) -> tuple[float, float
 
 
 def rotation_from_euler_deg(pitch: float, yaw: float, roll: float) -> np.ndarray:
-    """Inverse of ``euler_pitch_yaw_roll_deg``: R = Rx(pitch) Ry(yaw) Rz(roll) in OpenCV axes."""
-    p, y, r = np.radians([pitch, yaw, roll])
+    """Inverse of ``euler_pitch_yaw_roll_deg``: R = Rx(-pitch) Ry(yaw) Rz(roll), OpenCV axes.
+
+    Pitch enters negated because OpenCV's x axis turns a head-up nod into a negative angle.
+    """
+    p, y, r = np.radians([-pitch, yaw, roll])
     rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
     ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
     rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
