@@ -27,7 +27,13 @@ from service.errors import (
     TooManyImages,
     UnsupportedImage,
 )
-from service.metrics import FACES_PER_IMAGE, IMAGE_ERRORS, REQUEST_SECONDS, REQUESTS
+from service.metrics import (
+    FACES_PER_IMAGE,
+    IMAGE_ERRORS,
+    REQUEST_SECONDS,
+    REQUESTS,
+    STAGE_SECONDS,
+)
 from service.pipeline.decode import SUPPORTED_FORMATS, decode_image
 from service.pipeline.pipeline import ImageRequest, estimate
 from service.pipeline.solve import load_canonical_face
@@ -107,7 +113,8 @@ def run_request(runtime: InferenceRuntime, settings: Settings, encoded: list[byt
     decoded_at: list[int] = []
     for index, data in enumerate(encoded):
         try:
-            image = decode_image(data, settings.max_image_bytes, settings.max_image_pixels)
+            with STAGE_SECONDS.labels("decode").time():
+                image = decode_image(data, settings.max_image_bytes, settings.max_image_pixels)
         except FaceposeError as exc:
             IMAGE_ERRORS.labels(exc.code).inc()
             entries.append({"index": index, "width": None, "height": None, "camera": None,
@@ -120,11 +127,12 @@ def run_request(runtime: InferenceRuntime, settings: Settings, encoded: list[byt
         decoded_at.append(len(entries))
         entries.append({"index": index})
     results = estimate(runtime, requests, options.pipeline, iris="iris" in options.include)
-    for slot, request, result in zip(decoded_at, requests, results, strict=True):
-        height, width = request.image.shape[:2]
-        entries[slot] = image_dict(entries[slot]["index"], width, height, result,
-                                   options.include)
-        FACES_PER_IMAGE.observe(len(result.faces))
+    with STAGE_SECONDS.labels("serialize").time():
+        for slot, request, result in zip(decoded_at, requests, results, strict=True):
+            height, width = request.image.shape[:2]
+            entries[slot] = image_dict(entries[slot]["index"], width, height, result,
+                                       options.include)
+            FACES_PER_IMAGE.observe(len(result.faces))
     return entries
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from service.runtime.base import InferenceRuntime
+from service.runtime.base import InferenceRuntime, infer
 
 NUM_KEYPOINTS = 6
 REGRESSOR_SIZE = 4 + 2 * NUM_KEYPOINTS
@@ -150,7 +150,7 @@ def run_detector(
     anchors = make_anchors(layout, input_size)
     squares, transforms = zip(*(letterbox(image, input_size) for image in images), strict=True)
     batch = np.stack(squares).astype(np.float32) / 127.5 - 1.0
-    outputs = runtime.infer(model, {spec.inputs[0].name: batch})
+    outputs = infer(runtime, model, {spec.inputs[0].name: batch})
     regressors = outputs[spec.output_with_size(len(anchors) * REGRESSOR_SIZE).name]
     logits = outputs[spec.output_with_size(len(anchors)).name]
     threshold = max(min_score, layout.min_score)

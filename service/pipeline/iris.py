@@ -13,7 +13,7 @@ from service.pipeline.align import (
     crop_to_image_transforms,
     eye_line_angle,
 )
-from service.runtime.base import InferenceRuntime
+from service.runtime.base import InferenceRuntime, infer
 
 IRIS_MODEL = "iris"
 IRIS_POINTS = 5  # centre, then four points on the edge
@@ -57,7 +57,7 @@ def run_iris(runtime: InferenceRuntime, image: np.ndarray, landmarks: np.ndarray
     # The model knows one eye only: the subject's left eye is mirrored into it and back.
     faces = len(landmarks)
     crops[faces:] = crops[faces:, :, ::-1]
-    outputs = runtime.infer(IRIS_MODEL, {spec.inputs[0].name: crops.astype(np.float32) / 255.0})
+    outputs = infer(runtime, IRIS_MODEL, {spec.inputs[0].name: crops.astype(np.float32) / 255.0})
     points = outputs[spec.output_with_size(IRIS_POINTS * 3).name].reshape(-1, IRIS_POINTS, 3)
     points = points.astype(np.float64)
     points[faces:, :, 0] = size - points[faces:, :, 0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.runtime.base import InferenceRuntime
+from service.runtime.base import InferenceRuntime, infer
 
 NUM_VERTICES = 468
 MESH_MODEL = "face_mesh"
@@ -25,7 +25,7 @@ def run_mesh(runtime: InferenceRuntime, crops: np.ndarray) -> tuple[np.ndarray, 
         return np.zeros((0, NUM_VERTICES, 3)), np.zeros(0)
     spec = runtime.specs[MESH_MODEL]
     batch = crops.astype(np.float32) / 255.0
-    outputs = runtime.infer(MESH_MODEL, {spec.inputs[0].name: batch})
+    outputs = infer(runtime, MESH_MODEL, {spec.inputs[0].name: batch})
     landmarks = outputs[spec.output_with_size(NUM_VERTICES * 3).name]
     logits = outputs[spec.output_with_size(1).name]
     presence = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1), -100.0, 100.0)))

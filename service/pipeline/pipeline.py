@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from service.metrics import STAGE_SECONDS
 from service.pipeline.align import (
     DETECTION_CROP_SCALE,
     Regions,
@@ -104,9 +105,12 @@ def _fit_meshes(runtime: InferenceRuntime, images: list[np.ndarray],
     Returns per image: landmarks (N, 468, 3) in image pixels and presence (N,).
     """
     crop_size = mesh_input_size(runtime)
-    crops = [crop_regions(image, r, crop_size) for image, r in zip(images, regions, strict=True)]
+    with STAGE_SECONDS.labels("crop").time():
+        crops = [crop_regions(image, r, crop_size)
+                 for image, r in zip(images, regions, strict=True)]
     counts = [len(r) for r in regions]
-    landmarks, presence = run_mesh(runtime, np.concatenate(crops))
+    with STAGE_SECONDS.labels("mesh").time():
+        landmarks, presence = run_mesh(runtime, np.concatenate(crops))
     transforms = np.concatenate([crop_to_image_transforms(r, crop_size) for r in regions])
     landmarks = crop_points_to_image(landmarks, transforms) if len(landmarks) else landmarks
     splits = np.cumsum(counts)[:-1]
@@ -117,10 +121,9 @@ def estimate(runtime: InferenceRuntime, requests: list[ImageRequest], options: O
              iris: bool = False) -> list[ImageResult]:
     """Faces, poses and meshes for each image, in order."""
     to_detect = [i for i, r in enumerate(requests) if r.boxes is None]
-    detections = dict(zip(
-        to_detect, detect_faces(runtime, [requests[i].image for i in to_detect], options),
-        strict=True,
-    ))
+    with STAGE_SECONDS.labels("detect").time():
+        found = detect_faces(runtime, [requests[i].image for i in to_detect], options)
+    detections = dict(zip(to_detect, found, strict=True))
     boxes, scores, regions = [], [], []
     for i, request in enumerate(requests):
         if i in detections:
@@ -153,17 +156,19 @@ def estimate(runtime: InferenceRuntime, requests: list[ImageRequest], options: O
         ):
             if face_presence < options.min_presence:
                 continue
-            points = face_model.pnp_vertices
-            pose = solve_pose(face_landmarks[points, :2], face_model.vertices_mm[points],
-                              request.camera)
-            vertices = mesh_in_camera_mm(face_landmarks, pose, face_model.vertices_mm,
-                                         request.camera)
+            with STAGE_SECONDS.labels("solve").time():
+                points = face_model.pnp_vertices
+                pose = solve_pose(face_landmarks[points, :2], face_model.vertices_mm[points],
+                                  request.camera)
+                vertices = mesh_in_camera_mm(face_landmarks, pose, face_model.vertices_mm,
+                                             request.camera)
             result.faces.append(Face(box, float(score), float(face_presence), pose,
                                      face_landmarks, vertices))
         if iris and result.faces:
             kept = np.stack([face.landmarks_px for face in result.faces])
-            for face, pair in zip(result.faces, run_iris(runtime, request.image, kept),
-                                  strict=True):
+            with STAGE_SECONDS.labels("iris").time():
+                pairs = run_iris(runtime, request.image, kept)
+            for face, pair in zip(result.faces, pairs, strict=True):
                 face.iris = pair
         results.append(result)
     return results

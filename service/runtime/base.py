@@ -6,6 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
+from service.metrics import BATCH_SIZE, STAGE_SECONDS
 from service.runtime.model_config import ModelSpec
 
 
@@ -25,3 +26,11 @@ def split_batches(batch_size: int, max_batch_size: int) -> list[slice]:
     """Slices covering ``range(batch_size)`` in chunks a model with that limit accepts."""
     step = max(1, max_batch_size)
     return [slice(start, min(start + step, batch_size)) for start in range(0, batch_size, step)]
+
+
+def infer(runtime: InferenceRuntime, model: str, inputs: dict[str, np.ndarray]
+          ) -> dict[str, np.ndarray]:
+    """``runtime.infer`` with its batch size and latency recorded; the pipeline calls this."""
+    BATCH_SIZE.labels(model).observe(len(next(iter(inputs.values()))))
+    with STAGE_SECONDS.labels(f"infer_{model}").time():
+        return runtime.infer(model, inputs)
