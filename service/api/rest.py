@@ -1,6 +1,8 @@
 """REST transport: a thin FastAPI layer over ``pipeline.estimate``."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at run
+# time, and they refer to names local to create_app.
+
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable

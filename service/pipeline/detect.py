@@ -146,11 +146,12 @@ def run_detector(
     """One batched detector call over all images. images: each (H, W, 3) uint8 RGB."""
     spec = runtime.specs[model]
     layout = ANCHOR_LAYOUTS[model]
-    input_size = spec.inputs[0].dims[0]
+    image_input = spec.image_input
+    input_size = image_input.size
     anchors = make_anchors(layout, input_size)
     squares, transforms = zip(*(letterbox(image, input_size) for image in images), strict=True)
     batch = np.stack(squares).astype(np.float32) / 127.5 - 1.0
-    outputs = infer(runtime, model, {spec.inputs[0].name: batch})
+    outputs = infer(runtime, model, {image_input.name: image_input.batch(batch)})
     regressors = outputs[spec.output_with_size(len(anchors) * REGRESSOR_SIZE).name]
     logits = outputs[spec.output_with_size(len(anchors)).name]
     threshold = max(min_score, layout.min_score)

@@ -51,13 +51,15 @@ def run_iris(runtime: InferenceRuntime, image: np.ndarray, landmarks: np.ndarray
     if not len(landmarks):
         return []
     spec = runtime.specs[IRIS_MODEL]
-    size = spec.inputs[0].dims[0]
+    image_input = spec.image_input
+    size = image_input.size
     regions = [eye_regions(landmarks, RIGHT_EYE_CORNERS), eye_regions(landmarks, LEFT_EYE_CORNERS)]
     crops = np.concatenate([crop_regions(image, r, size) for r in regions])
     # The model knows one eye only: the subject's left eye is mirrored into it and back.
     faces = len(landmarks)
     crops[faces:] = crops[faces:, :, ::-1]
-    outputs = infer(runtime, IRIS_MODEL, {spec.inputs[0].name: crops.astype(np.float32) / 255.0})
+    batch = image_input.batch(crops.astype(np.float32) / 255.0)
+    outputs = infer(runtime, IRIS_MODEL, {image_input.name: batch})
     points = outputs[spec.output_with_size(IRIS_POINTS * 3).name].reshape(-1, IRIS_POINTS, 3)
     points = points.astype(np.float64)
     points[faces:, :, 0] = size - points[faces:, :, 0]

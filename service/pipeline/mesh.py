@@ -11,7 +11,7 @@ MESH_MODEL = "face_mesh"
 
 
 def mesh_input_size(runtime: InferenceRuntime) -> int:
-    return runtime.specs[MESH_MODEL].inputs[0].dims[0]
+    return runtime.specs[MESH_MODEL].image_input.size
 
 
 def run_mesh(runtime: InferenceRuntime, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -24,8 +24,9 @@ def run_mesh(runtime: InferenceRuntime, crops: np.ndarray) -> tuple[np.ndarray, 
     if not len(crops):
         return np.zeros((0, NUM_VERTICES, 3)), np.zeros(0)
     spec = runtime.specs[MESH_MODEL]
-    batch = crops.astype(np.float32) / 255.0
-    outputs = infer(runtime, MESH_MODEL, {spec.inputs[0].name: batch})
+    image_input = spec.image_input
+    batch = image_input.batch(crops.astype(np.float32) / 255.0)
+    outputs = infer(runtime, MESH_MODEL, {image_input.name: batch})
     landmarks = outputs[spec.output_with_size(NUM_VERTICES * 3).name]
     logits = outputs[spec.output_with_size(1).name]
     presence = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1), -100.0, 100.0)))

@@ -26,11 +26,32 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class ImageInput:
+    """A square RGB image input, as declared in a model's config."""
+
+    name: str
+    size: int
+    channels_first: bool
+
+    def batch(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) float32 -> the layout the model takes."""
+        return np.ascontiguousarray(images.transpose(0, 3, 1, 2)) if self.channels_first else images
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     max_batch_size: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+
+    @property
+    def image_input(self) -> ImageInput:
+        """The model's one input, read as a square RGB image (NCHW or NHWC)."""
+        (tensor,) = self.inputs
+        channels_first = tensor.dims[0] == 3
+        size = tensor.dims[1] if channels_first else tensor.dims[0]
+        return ImageInput(tensor.name, size, channels_first)
 
     def output_with_size(self, size: int) -> TensorSpec:
         """The one output holding ``size`` values per batch item."""
