@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from service.pipeline.scores import sigmoid
 from service.runtime.base import InferenceRuntime, infer
 
 NUM_KEYPOINTS = 6
@@ -78,8 +79,8 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Fit an image into a size x size square, keeping its aspect ratio, padded with black.
 
     image: (H, W, 3) uint8 RGB.
-    Returns: the square (size, size, 3) uint8 and ``to_image`` (3,): scale, pad_x, pad_y such
-    that image_xy = (square_xy - pad) / scale.
+    Returns: the square (size, size, 3) uint8 and the affine map (2, 3) from square pixels to
+    image pixels.
     """
     height, width = image.shape[:2]
     scale = size / max(height, width)
@@ -88,7 +89,8 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
     square = np.zeros((size, size, 3), np.uint8)
     square[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
-    return square, np.array([scale, pad_x, pad_y], np.float64)
+    to_image = np.array([[1 / scale, 0, -pad_x / scale], [0, 1 / scale, -pad_y / scale]])
+    return square, to_image
 
 
 def decode_boxes(
@@ -140,37 +142,48 @@ def weighted_nms(detections: Detections, iou_threshold: float = 0.3) -> Detectio
     return Detections(np.array(boxes), np.array(keypoints), np.array(scores))
 
 
-def run_detector(
-    runtime: InferenceRuntime, model: str, images: list[np.ndarray], min_score: float
+def detect_in_squares(
+    runtime: InferenceRuntime, model: str, squares: np.ndarray, to_image: np.ndarray,
+    min_score: float,
 ) -> list[Detections]:
-    """One batched detector call over all images. images: each (H, W, 3) uint8 RGB."""
+    """One batched detector call over square views of images.
+
+    squares: (N, S, S, 3) uint8 RGB at the model's input size; to_image: (N, 2, 3) affine maps
+    from square pixels to image pixels, without rotation.
+    """
     spec = runtime.specs[model]
     layout = ANCHOR_LAYOUTS[model]
     image_input = spec.image_input
-    input_size = image_input.size
-    anchors = make_anchors(layout, input_size)
-    squares, transforms = zip(*(letterbox(image, input_size) for image in images), strict=True)
-    batch = np.stack(squares).astype(np.float32) / 127.5 - 1.0
+    anchors = make_anchors(layout, image_input.size)
+    batch = squares.astype(np.float32) / 127.5 - 1.0
     outputs = infer(runtime, model, {image_input.name: image_input.batch(batch)})
     regressors = outputs[spec.output_with_size(len(anchors) * REGRESSOR_SIZE).name]
     logits = outputs[spec.output_with_size(len(anchors)).name]
     threshold = max(min_score, layout.min_score)
     results = []
-    for image_regressors, image_logits, (scale, pad_x, pad_y) in zip(
-        regressors.reshape(len(images), -1, REGRESSOR_SIZE),
-        logits.reshape(len(images), -1),
-        transforms,
+    for square_regressors, square_logits, affine in zip(
+        regressors.reshape(len(squares), -1, REGRESSOR_SIZE),
+        logits.reshape(len(squares), -1),
+        to_image,
         strict=True,
     ):
-        scores = 1.0 / (1.0 + np.exp(-np.clip(image_logits, -100.0, 100.0)))
+        scores = sigmoid(square_logits)
         keep = scores >= threshold
-        boxes, keypoints = decode_boxes(image_regressors[keep], anchors[keep], input_size)
-        pad = np.array([pad_x, pad_y])
-        found = Detections(
-            (boxes - np.tile(pad, 2)) / scale, (keypoints - pad) / scale, scores[keep]
-        )
+        boxes, keypoints = decode_boxes(square_regressors[keep], anchors[keep], image_input.size)
+        scale, offset = np.diag(affine[:, :2]), affine[:, 2]
+        found = Detections(boxes * np.tile(scale, 2) + np.tile(offset, 2),
+                           keypoints * scale + offset, scores[keep])
         results.append(weighted_nms(found))
     return results
+
+
+def run_detector(
+    runtime: InferenceRuntime, model: str, images: list[np.ndarray], min_score: float
+) -> list[Detections]:
+    """Detect faces in whole images, letterboxed. images: each (H, W, 3) uint8 RGB."""
+    size = runtime.specs[model].image_input.size
+    squares, to_image = zip(*(letterbox(image, size) for image in images), strict=True)
+    return detect_in_squares(runtime, model, np.stack(squares), np.stack(to_image), min_score)
 
 
 def merge_detections(primary: Detections, secondary: Detections) -> Detections:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.pipeline.scores import sigmoid
 from service.runtime.base import InferenceRuntime, infer
 
 NUM_VERTICES = 468
@@ -29,5 +30,5 @@ def run_mesh(runtime: InferenceRuntime, crops: np.ndarray) -> tuple[np.ndarray, 
     outputs = infer(runtime, MESH_MODEL, {image_input.name: batch})
     landmarks = outputs[spec.output_with_size(NUM_VERTICES * 3).name]
     logits = outputs[spec.output_with_size(1).name]
-    presence = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1), -100.0, 100.0)))
+    presence = sigmoid(logits.reshape(-1))
     return landmarks.reshape(-1, NUM_VERTICES, 3).astype(np.float64), presence

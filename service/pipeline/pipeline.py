@@ -14,10 +14,16 @@ from service.pipeline.align import (
     crop_points_to_image,
     crop_regions,
     crop_to_image_transforms,
+    eye_line_angle,
     regions_from_detections,
     regions_from_landmarks,
 )
-from service.pipeline.detect import Detections, merge_detections, run_detector
+from service.pipeline.detect import (
+    Detections,
+    detect_in_squares,
+    merge_detections,
+    run_detector,
+)
 from service.pipeline.iris import IrisPair, run_iris
 from service.pipeline.mesh import mesh_input_size, run_mesh
 from service.pipeline.solve import (
@@ -30,6 +36,8 @@ from service.pipeline.solve import (
 from service.runtime.base import InferenceRuntime
 
 SHORT_RANGE, FULL_RANGE = "face_detector_short", "face_detector_full"
+# Below this face-presence score the mesh's landmarks no longer fix the pose.
+MESH_TRUSTED_PRESENCE = 0.5
 
 
 @dataclass
@@ -78,12 +86,49 @@ def _tight_box_to_region() -> tuple[np.ndarray, float]:
     return offset, float(side)
 
 
-def regions_from_client_boxes(boxes: np.ndarray) -> Regions:
-    """Regions for boxes as tight as the 68 landmarks, placed where the mesh crop would be."""
+def regions_from_client_boxes(boxes: np.ndarray, angles: np.ndarray) -> Regions:
+    """Regions for boxes as tight as the 68 landmarks, placed where the mesh crop would be.
+
+    boxes: (N, 4); angles: (N,) in-plane angle of each face's eye line.
+    """
     offset, side = _tight_box_to_region()
     longer = np.max(boxes[:, 2:] - boxes[:, :2], axis=1)
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2 + offset[None, :] * longer[:, None]
-    return Regions(centres, longer * side, np.zeros(len(boxes)))
+    cos, sin = np.cos(angles), np.sin(angles)
+    # The offset is along the face's own axes, which the angle turns in the image.
+    shift = np.stack([cos * offset[0] - sin * offset[1], sin * offset[0] + cos * offset[1]], 1)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2 + shift * longer[:, None]
+    return Regions(centres, longer * side, angles)
+
+
+def keypoints_in_boxes(runtime: InferenceRuntime, images: list[np.ndarray],
+                       boxes: list[np.ndarray]) -> list[np.ndarray]:
+    """The detector's six keypoints for faces whose boxes the client gave, NaN where the
+    detector finds no face there. One batched call over a view around every box.
+
+    Returns per image (N, 6, 2) image pixels.
+    """
+    size = runtime.specs[SHORT_RANGE].image_input.size
+    views = [Regions((b[:, :2] + b[:, 2:]) / 2, np.max(b[:, 2:] - b[:, :2], axis=1) * 2,
+                     np.zeros(len(b))) for b in boxes]
+    if not sum(len(v) for v in views):
+        return [np.zeros((0, 6, 2)) for _ in boxes]
+    squares = np.concatenate([crop_regions(im, v, size) for im, v in zip(images, views,
+                                                                          strict=True)])
+    to_image = np.concatenate([crop_to_image_transforms(v, size) for v in views])
+    found = iter(detect_in_squares(runtime, SHORT_RANGE, squares, to_image, min_score=0.3))
+    results = []
+    for image_boxes in boxes:
+        keypoints = np.full((len(image_boxes), 6, 2), np.nan)
+        for i, box in enumerate(image_boxes):
+            detections = next(found)
+            if len(detections):
+                centres = (detections.boxes[:, :2] + detections.boxes[:, 2:]) / 2
+                distance = np.linalg.norm(centres - (box[:2] + box[2:]) / 2, axis=1)
+                best = int(np.argmin(distance))
+                if distance[best] < 0.5 * np.max(box[2:] - box[:2]):
+                    keypoints[i] = detections.keypoints[best]
+        results.append(keypoints)
+    return results
 
 
 def detect_faces(runtime: InferenceRuntime, images: list[np.ndarray], options: Options
@@ -117,42 +162,48 @@ def _fit_meshes(runtime: InferenceRuntime, images: list[np.ndarray],
     return np.split(landmarks, splits), np.split(presence, splits)
 
 
+def locate_faces(runtime: InferenceRuntime, requests: list[ImageRequest], options: Options
+                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, Regions]]:
+    """Per image: boxes (N, 4), scores (N,), keypoints (N, 6, 2) and first crop regions, from
+    the detectors or from the client's boxes."""
+    to_detect = [i for i, r in enumerate(requests) if r.boxes is None]
+    given = [i for i, r in enumerate(requests) if r.boxes is not None]
+    with STAGE_SECONDS.labels("detect").time():
+        detected = detect_faces(runtime, [requests[i].image for i in to_detect], options)
+        client_boxes = [np.asarray(requests[i].boxes, np.float64).reshape(-1, 4)
+                        [: options.max_faces] for i in given]
+        client_keypoints = keypoints_in_boxes(runtime, [requests[i].image for i in given],
+                                              client_boxes) if given else []
+    located: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, Regions]] = {}
+    for i, found in zip(to_detect, detected, strict=True):
+        located[i] = (found.boxes, found.scores, found.keypoints,
+                      regions_from_detections(found.boxes, found.keypoints))
+    for i, box, keypoints in zip(given, client_boxes, client_keypoints, strict=True):
+        angles = np.nan_to_num(eye_line_angle(keypoints[:, 0], keypoints[:, 1]))
+        located[i] = (box, np.ones(len(box)), keypoints, regions_from_client_boxes(box, angles))
+    return [located[i] for i in range(len(requests))]
+
+
 def estimate(runtime: InferenceRuntime, requests: list[ImageRequest], options: Options,
              iris: bool = False) -> list[ImageResult]:
     """Faces, poses and meshes for each image, in order."""
-    to_detect = [i for i, r in enumerate(requests) if r.boxes is None]
-    with STAGE_SECONDS.labels("detect").time():
-        found = detect_faces(runtime, [requests[i].image for i in to_detect], options)
-    detections = dict(zip(to_detect, found, strict=True))
-    boxes, scores, regions = [], [], []
-    for i, request in enumerate(requests):
-        if i in detections:
-            found = detections[i]
-            boxes.append(found.boxes)
-            scores.append(found.scores)
-            regions.append(regions_from_detections(found.boxes, found.keypoints))
-        else:
-            client = np.asarray(request.boxes, np.float64).reshape(-1, 4)[: options.max_faces]
-            boxes.append(client)
-            scores.append(np.ones(len(client)))
-            regions.append(regions_from_client_boxes(client))
-
+    located = locate_faces(runtime, requests, options)
     images = [r.image for r in requests]
     # The first fit only places the face; the second crops it the way the mesh model was
     # trained to see it (tracking's landmark rule), whatever the first region came from.
-    landmarks, _ = _fit_meshes(runtime, images, regions)
-    refined = [regions_from_landmarks(lm) if len(lm) else r for lm, r in zip(landmarks, regions,
-                                                                                strict=True)]
+    landmarks, _ = _fit_meshes(runtime, images, [regions for *_, regions in located])
+    refined = [regions_from_landmarks(lm) if len(lm) else r
+               for lm, (*_, r) in zip(landmarks, located, strict=True)]
     landmarks, presence = _fit_meshes(runtime, images, refined)
 
     face_model = load_canonical_face()
     results = []
-    for request, image_boxes, image_scores, image_landmarks, image_presence in zip(
-        requests, boxes, scores, landmarks, presence, strict=True
+    for request, (boxes, scores, keypoints, _), image_landmarks, image_presence in zip(
+        requests, located, landmarks, presence, strict=True
     ):
         result = ImageResult(request.camera)
-        for box, score, face_landmarks, face_presence in zip(
-            image_boxes, image_scores, image_landmarks, image_presence, strict=True
+        for box, score, face_keypoints, face_landmarks, face_presence in zip(
+            boxes, scores, keypoints, image_landmarks, image_presence, strict=True
         ):
             if face_presence < options.min_presence:
                 continue
@@ -160,6 +211,10 @@ def estimate(runtime: InferenceRuntime, requests: list[ImageRequest], options: O
                 points = face_model.pnp_vertices
                 pose = solve_pose(face_landmarks[points, :2], face_model.vertices_mm[points],
                                   request.camera)
+                if face_presence < MESH_TRUSTED_PRESENCE and np.isfinite(face_keypoints).all():
+                    # The mesh model gives up on near-profile faces; the detector's keypoints,
+                    # ears included, still carry the head's turn.
+                    pose = solve_pose(face_keypoints, face_model.keypoints_mm, request.camera)
                 vertices = mesh_in_camera_mm(face_landmarks, pose, face_model.vertices_mm,
                                              request.camera)
             result.faces.append(Face(box, float(score), float(face_presence), pose,

@@ -18,24 +18,39 @@ import numpy as np
 MODEL_TO_CV_AXES = np.diag([1.0, -1.0, -1.0])
 
 
+# The ear tragions lie outside the face mesh: just behind its side edge (vertices 234, 454),
+# which puts them 152 mm apart and 130 mm from the nose tip, as adult head measurements have it.
+TRAGION_MODEL_MM = np.array([[-76.0, 5.0, -32.0], [76.0, 5.0, -32.0]])
+
+
 @dataclass(frozen=True)
 class CanonicalFace:
     vertices_mm: np.ndarray  # (468, 3) in the model_cv frame
     triangles: np.ndarray  # (T, 3) int vertex indices
     landmarks68: np.ndarray  # (68,) vertex indices in iBUG 300-W order
     pnp_vertices: np.ndarray  # (K,) vertices whose image positions the pose is fitted to
+    keypoints_mm: np.ndarray  # (6, 3) the detector's six keypoints, model_cv frame
 
 
 @lru_cache(maxsize=1)
 def load_canonical_face() -> CanonicalFace:
     with resources.files("service.data").joinpath("canonical_face.npz").open("rb") as handle:
         data = np.load(handle)
-        vertices = data["vertices_mm"] @ MODEL_TO_CV_AXES.T
+        model = data["vertices_mm"]
+        vertices = model @ MODEL_TO_CV_AXES.T
+        keypoints = np.stack([
+            model[[33, 133]].mean(axis=0),  # right eye centre
+            model[[362, 263]].mean(axis=0),  # left eye centre
+            model[1],  # nose tip
+            model[[13, 14]].mean(axis=0),  # mouth centre
+            *TRAGION_MODEL_MM,
+        ])
         return CanonicalFace(
             vertices_mm=vertices,
             triangles=data["triangles"].astype(np.int32),
             landmarks68=data["landmarks68"].astype(np.int64),
             pnp_vertices=np.arange(len(vertices)),
+            keypoints_mm=keypoints @ MODEL_TO_CV_AXES.T,
         )
 
 
