@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     default_min_score: float = 0.5
     default_min_presence: float = 0.5
     # Field of view across the longer image side used when the client gives no intrinsics.
-    default_fov_deg: float = 60.0
+    default_fov_deg: float = 40.0
 
 
 @lru_cache(maxsize=1)

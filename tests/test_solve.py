@@ -8,9 +8,11 @@ from service.pipeline.solve import (
     default_camera,
     euler_pitch_yaw_roll_deg,
     load_canonical_face,
+    mean_rotation,
     quaternion_wxyz,
     rotation_from_euler_deg,
     solve_pose,
+    translation_for_rotation,
 )
 
 CAMERA = Camera(fx=800.0, fy=790.0, cx=330.0, cy=235.0, source="request")
@@ -95,3 +97,17 @@ def test_default_camera_has_documented_field_of_view() -> None:
     assert camera.source == "default"
     assert (camera.cx, camera.cy) == (320.0, 240.0)
     assert np.degrees(2 * np.arctan(320.0 / camera.fx)) == pytest.approx(60.0)
+
+
+def test_translation_for_a_known_rotation_is_exact() -> None:
+    model = load_canonical_face().vertices_mm
+    rotation = rotation_from_euler_deg(10, -40, 5)
+    translation = np.array([30.0, -20.0, 700.0])
+    pixels = _project(model, rotation, translation)
+    assert np.allclose(translation_for_rotation(rotation, pixels, model, CAMERA), translation,
+                       atol=1e-6)
+
+
+def test_mean_rotation_lies_halfway() -> None:
+    a, b = rotation_from_euler_deg(0, 20, 0), rotation_from_euler_deg(0, 60, 0)
+    assert euler_pitch_yaw_roll_deg(mean_rotation(a, b))[1] == pytest.approx(40.0)

@@ -29,15 +29,13 @@ from service.pipeline.mesh import mesh_input_size, run_mesh
 from service.pipeline.solve import (
     Camera,
     Pose,
+    face_pose,
     load_canonical_face,
     mesh_in_camera_mm,
-    solve_pose,
 )
 from service.runtime.base import InferenceRuntime
 
 SHORT_RANGE, FULL_RANGE = "face_detector_short", "face_detector_full"
-# Below this face-presence score the mesh's landmarks no longer fix the pose.
-MESH_TRUSTED_PRESENCE = 0.5
 
 
 @dataclass
@@ -208,13 +206,8 @@ def estimate(runtime: InferenceRuntime, requests: list[ImageRequest], options: O
             if face_presence < options.min_presence:
                 continue
             with STAGE_SECONDS.labels("solve").time():
-                points = face_model.pnp_vertices
-                pose = solve_pose(face_landmarks[points, :2], face_model.vertices_mm[points],
-                                  request.camera)
-                if face_presence < MESH_TRUSTED_PRESENCE and np.isfinite(face_keypoints).all():
-                    # The mesh model gives up on near-profile faces; the detector's keypoints,
-                    # ears included, still carry the head's turn.
-                    pose = solve_pose(face_keypoints, face_model.keypoints_mm, request.camera)
+                pose = face_pose(face_landmarks, face_keypoints, face_presence, face_model,
+                                 request.camera)
                 vertices = mesh_in_camera_mm(face_landmarks, pose, face_model.vertices_mm,
                                              request.camera)
             result.faces.append(Face(box, float(score), float(face_presence), pose,

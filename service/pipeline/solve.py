@@ -18,6 +18,11 @@ import numpy as np
 MODEL_TO_CV_AXES = np.diag([1.0, -1.0, -1.0])
 
 
+# Below this face-presence score the mesh's landmarks no longer fix the pose.
+MESH_TRUSTED_PRESENCE = 0.5
+# Beyond this yaw the mesh's pose is averaged with the detector keypoints' pose.
+BLEND_ABOVE_YAW_DEG = 35.0
+
 # The ear tragions lie outside the face mesh: just behind its side edge (vertices 234, 454),
 # which puts them 152 mm apart and 130 mm from the nose tip, as adult head measurements have it.
 TRAGION_MODEL_MM = np.array([[-76.0, 5.0, -32.0], [76.0, 5.0, -32.0]])
@@ -100,6 +105,61 @@ def solve_pose(
     rmse = float(np.sqrt(np.mean(np.sum((projected[:, 0] - pixels) ** 2, axis=1))))
     rotation, _ = cv2.Rodrigues(rvec)
     return Pose(rotation, tvec.reshape(3), rmse)
+
+
+def translation_for_rotation(
+    rotation: np.ndarray, image_points: np.ndarray, model_points: np.ndarray, camera: Camera
+) -> np.ndarray:
+    """Least-squares t for a fixed R: each point's ray through its pixel must hold R X + t.
+
+    image_points: (K, 2) pixels; model_points: (K, 3) model_cv mm. Returns (3,) mm.
+    """
+    rays = (image_points - [camera.cx, camera.cy]) / [camera.fx, camera.fy]  # (K, 2) x/z, y/z
+    turned = model_points @ rotation.T
+    ones, zeros = np.ones(len(rays)), np.zeros(len(rays))
+    system = np.concatenate([np.stack([ones, zeros, -rays[:, 0]], 1),
+                             np.stack([zeros, ones, -rays[:, 1]], 1)])
+    target = np.concatenate([rays[:, 0] * turned[:, 2] - turned[:, 0],
+                             rays[:, 1] * turned[:, 2] - turned[:, 1]])
+    return np.linalg.lstsq(system, target, rcond=None)[0]
+
+
+def mean_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The rotation nearest the average of two (3, 3) rotations (chordal mean)."""
+    u, _, vt = np.linalg.svd(a + b)
+    return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+
+
+def reprojection_rmse(pose_rotation: np.ndarray, translation: np.ndarray,
+                      image_points: np.ndarray, model_points: np.ndarray, camera: Camera) -> float:
+    projected = (model_points @ pose_rotation.T + translation) @ camera.matrix.T
+    error = projected[:, :2] / projected[:, 2:] - image_points
+    return float(np.sqrt(np.mean(np.sum(error**2, axis=1))))
+
+
+def face_pose(landmarks_px: np.ndarray, keypoints_px: np.ndarray, presence: float,
+              face: CanonicalFace, camera: Camera) -> Pose:
+    """The head pose from the mesh, helped by the detector's keypoints where the mesh is weak.
+
+    landmarks_px: (468, 2+) image pixels; keypoints_px: (6, 2), NaN when there are none.
+    On a turned face the mesh's far-side landmarks are guesses and its yaw comes out short,
+    and on a near-profile one it gives up (low presence); the detector's keypoints, ears
+    included, carry the turn independently.
+    """
+    points = landmarks_px[face.pnp_vertices, :2]
+    model = face.vertices_mm[face.pnp_vertices]
+    pose = solve_pose(points, model, camera)
+    if not np.isfinite(keypoints_px).all():
+        return pose
+    from_keypoints = solve_pose(keypoints_px, face.keypoints_mm, camera)
+    if presence < MESH_TRUSTED_PRESENCE:
+        return from_keypoints
+    if abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1]) <= BLEND_ABOVE_YAW_DEG:
+        return pose
+    rotation = mean_rotation(pose.r_cam_from_model, from_keypoints.r_cam_from_model)
+    translation = translation_for_rotation(rotation, points, model, camera)
+    return Pose(rotation, translation,
+                reprojection_rmse(rotation, translation, points, model, camera))
 
 
 def euler_pitch_yaw_roll_deg(r_cam_from_model: np.ndarray) -> tuple[float, float, float]:
