@@ -72,11 +72,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_images(request: Request, settings: Settings) -> list[bytes]:
-    """The encoded images of a request: the raw body, or the multipart parts named `images`."""
+async def read_images(request: Request, settings: Settings) -> tuple[list[bytes], bool]:
+    """The encoded images of a request: the raw body, or the multipart parts named `images`,
+    and whether it was a raw body (whose one image failing fails the request)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in IMAGE_CONTENT_TYPES or content_type == "application/octet-stream":
-        return [await read_body(request, settings.max_body_bytes)]
+        return [await read_body(request, settings.max_body_bytes)], True
     if content_type == "multipart/form-data":
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
@@ -99,7 +100,7 @@ async def read_images(request: Request, settings: Settings) -> list[bytes]:
                 images.append(await part.read())
             else:
                 images.append(part.encode())
-        return images
+        return images, False
     if not content_type:
         raise UnsupportedImage("missing Content-Type: send image/jpeg, image/png, image/webp "
                                "or multipart/form-data")
@@ -108,8 +109,11 @@ async def read_images(request: Request, settings: Settings) -> list[bytes]:
 
 
 def run_request(runtime: InferenceRuntime, settings: Settings, encoded: list[bytes],
-                options: RequestOptions) -> list[dict[str, Any]]:
-    """Decode every image, run the pipeline once over those that decoded, keep order."""
+                options: RequestOptions, fail_whole: bool) -> list[dict[str, Any]]:
+    """Decode every image, run the pipeline once over those that decoded, keep order.
+
+    A bad image fails only its own entry, unless ``fail_whole`` (a raw-body request).
+    """
     entries: list[dict[str, Any]] = []
     requests: list[ImageRequest] = []
     decoded_at: list[int] = []
@@ -119,6 +123,8 @@ def run_request(runtime: InferenceRuntime, settings: Settings, encoded: list[byt
                 image = decode_image(data, settings.max_image_bytes, settings.max_image_pixels)
         except FaceposeError as exc:
             IMAGE_ERRORS.labels(exc.code).inc()
+            if fail_whole:
+                raise
             entries.append({"index": index, "width": None, "height": None, "camera": None,
                             "faces": [], "error": error_dict(exc.code, exc.message)})
             continue
@@ -223,10 +229,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         options = parse_options(settings, include=include, max_faces=max_faces,
                                 min_score=min_score, min_presence=min_presence,
                                 fx=fx, fy=fy, cx=cx, cy=cy)
-        encoded = await read_images(request, settings)
+        encoded, raw_body = await read_images(request, settings)
         options.boxes = parse_boxes(boxes, len(encoded))
         entries = await run_in_threadpool(run_request, request.app.state.runtime, settings,
-                                          encoded, options)
+                                          encoded, options, raw_body)
         return JSONResponse({"images": entries})
 
     @app.get("/v1/mesh/topology", response_model=schemas.MeshTopology)

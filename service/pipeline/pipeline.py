@@ -185,6 +185,8 @@ def locate_faces(runtime: InferenceRuntime, requests: list[ImageRequest], option
 def estimate(runtime: InferenceRuntime, requests: list[ImageRequest], options: Options,
              iris: bool = False) -> list[ImageResult]:
     """Faces, poses and meshes for each image, in order."""
+    if not requests:
+        return []
     located = locate_faces(runtime, requests, options)
     images = [r.image for r in requests]
     # The first fit only places the face; the second crops it the way the mesh model was
