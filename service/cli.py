@@ -11,9 +11,9 @@ from service.config import get_settings
 
 
 def _models_build(args: argparse.Namespace) -> int:
-    from service.models.build import build_models, default_cache_dir
+    from service.models.build import build_models
 
-    build_models(Path(args.repo), Path(args.cache or default_cache_dir()), force=args.force)
+    build_models(Path(args.repo), Path(args.cache) if args.cache else None, force=args.force)
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Building the model repository: fetch pinned packages, convert TFLite to ONNX, verify."""
