@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -27,6 +28,7 @@ from service.pipeline.detect import (
 from service.pipeline.iris import IrisPair, run_iris
 from service.pipeline.mesh import mesh_input_size, run_mesh
 from service.pipeline.solve import (
+    MESH_TRUSTED_PRESENCE,
     Camera,
     Pose,
     face_pose,
@@ -160,8 +162,58 @@ def _fit_meshes(runtime: InferenceRuntime, images: list[np.ndarray],
     return np.split(landmarks, splits), np.split(presence, splits)
 
 
+# Crops tried around a face the mesh lost: centred on its first region, on the mean of its
+# eye, nose and mouth keypoints, and halfway; at the first region's side and 0.8 of it; turned
+# as the first region or upright (on a profile the detector's eye line is a poor guess).
+SEARCH_CENTRE_WEIGHTS = (0.0, 0.5, 1.0)
+SEARCH_SCALES = (1.0, 0.8)
+SEARCH_TURNS = (True, False)
+# The best of many crops is accepted only on a clearly higher score: with a dozen tries, a
+# middling maximum is as often a face part the model half-recognises.
+SEARCH_ACCEPT_PRESENCE = 0.8
+
+Located = tuple[np.ndarray, np.ndarray, np.ndarray, Regions]  # boxes, scores, keypoints, regions
+
+
+def search_lost_faces(runtime: InferenceRuntime, images: list[np.ndarray],
+                      located: list[Located], landmarks: list[np.ndarray],
+                      presence: list[np.ndarray]) -> None:
+    """Refit, in place, each face whose presence is low from the best of a few other crops.
+
+    On near-profile faces the detector's box, and so the first crop, sits off the face and the
+    mesh model loses it, while a crop a little off the box finds it again. One batched mesh
+    call covers every lost face of the request.
+    """
+    lost, centres, sides, angles = [], [], [], []
+    for i, ((_, _, keypoints, first), image_presence) in enumerate(zip(located, presence,
+                                                                        strict=True)):
+        for j in np.flatnonzero(image_presence < MESH_TRUSTED_PRESENCE):
+            if not np.isfinite(keypoints[j]).all():
+                continue
+            inner = keypoints[j, :4].mean(axis=0)
+            for weight, scale, turned in itertools.product(SEARCH_CENTRE_WEIGHTS, SEARCH_SCALES,
+                                                           SEARCH_TURNS):
+                centres.append((1 - weight) * first.centres[j] + weight * inner)
+                sides.append(first.sides[j] * scale)
+                angles.append(first.angles[j] if turned else 0.0)
+            lost.append((i, j))
+    if not lost:
+        return
+    # Each lost face's candidate crops go through the mesh as the faces of one image.
+    tries = len(SEARCH_CENTRE_WEIGHTS) * len(SEARCH_SCALES) * len(SEARCH_TURNS)
+    candidates = [Regions(np.array(centres[k:k + tries]), np.array(sides[k:k + tries]),
+                          np.array(angles[k:k + tries])) for k in range(0, len(centres), tries)]
+    found, found_presence = _fit_meshes(runtime, [images[i] for i, _ in lost], candidates)
+    for (i, j), candidate_landmarks, candidate_presence in zip(lost, found, found_presence,
+                                                                strict=True):
+        best = int(np.argmax(candidate_presence))
+        if candidate_presence[best] >= SEARCH_ACCEPT_PRESENCE:
+            landmarks[i][j] = candidate_landmarks[best]
+            presence[i][j] = candidate_presence[best]
+
+
 def locate_faces(runtime: InferenceRuntime, requests: list[ImageRequest], options: Options
-                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, Regions]]:
+                 ) -> list[Located]:
     """Per image: boxes (N, 4), scores (N,), keypoints (N, 6, 2) and first crop regions, from
     the detectors or from the client's boxes."""
     to_detect = [i for i, r in enumerate(requests) if r.boxes is None]
@@ -172,7 +224,7 @@ def locate_faces(runtime: InferenceRuntime, requests: list[ImageRequest], option
                         [: options.max_faces] for i in given]
         client_keypoints = keypoints_in_boxes(runtime, [requests[i].image for i in given],
                                               client_boxes) if given else []
-    located: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, Regions]] = {}
+    located: dict[int, Located] = {}
     for i, found in zip(to_detect, detected, strict=True):
         located[i] = (found.boxes, found.scores, found.keypoints,
                       regions_from_detections(found.boxes, found.keypoints))
@@ -195,6 +247,7 @@ def estimate(runtime: InferenceRuntime, requests: list[ImageRequest], options: O
     refined = [regions_from_landmarks(lm) if len(lm) else r
                for lm, (*_, r) in zip(landmarks, located, strict=True)]
     landmarks, presence = _fit_meshes(runtime, images, refined)
+    search_lost_faces(runtime, images, located, landmarks, presence)
 
     face_model = load_canonical_face()
     results = []
