@@ -19,7 +19,15 @@ class Settings(BaseSettings):
     port: int = 8080
     model_repository: Path = REPO_ROOT / "model_repository"
     runtime: Literal["embedded", "triton"] = "embedded"
-    triton_url: str = "127.0.0.1:8001"
+    triton_url: str = "127.0.0.1:8001"  # host:port of Triton's gRPC (or HTTP) endpoint
+    triton_protocol: Literal["grpc", "http"] = "grpc"
+    triton_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Grouping of concurrent requests into one pipeline call.
+    batch_max_images: int = Field(default=32, ge=1)
+    batch_max_wait_ms: float = Field(default=2.0, ge=0)
+    batch_workers: int = Field(default=2, ge=1)
+    retry_after_s: int = 5
     ort_intra_op_threads: int = Field(default=1, ge=0)
 
     # Limits on what a client may send; checked before anything expensive.

@@ -28,3 +28,11 @@ BATCH_SIZE = Histogram(
 IMAGE_ERRORS = Counter(
     "facepose_image_errors_total", "Images that failed, by error code.", ["code"]
 )
+GROUP_IMAGES = Histogram(
+    "facepose_batch_images", "Images per pipeline call (concurrent requests grouped).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+GROUP_REQUESTS = Histogram(
+    "facepose_batch_requests", "Requests grouped into one pipeline call.",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)

@@ -103,7 +103,8 @@ def parse_options(
             raise BadOption(f"{name} must be between 0 and 1")
         thresholds.append(value)
     return RequestOptions(
-        pipeline=Options(max_faces, thresholds[0], thresholds[1]),
+        pipeline=Options(max_faces, thresholds[0], thresholds[1],
+                         iris="iris" in parse_include(include)),
         include=parse_include(include),
         intrinsics=(_finite("fx", fx, True), _finite("fy", fy, True), _finite("cx", cx),
                     _finite("cy", cy)),

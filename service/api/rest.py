@@ -7,6 +7,7 @@
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated, Any
 
 import orjson
@@ -21,8 +22,10 @@ from service import __version__
 from service.api import schemas
 from service.api.options import RequestOptions, parse_boxes, parse_options
 from service.api.serialize import error_dict, image_dict
+from service.batching import RequestBatcher
 from service.config import Settings, get_settings
 from service.errors import (
+    BackendUnavailable,
     BadRequestBody,
     BodyTooLarge,
     FaceposeError,
@@ -37,7 +40,7 @@ from service.metrics import (
     STAGE_SECONDS,
 )
 from service.pipeline.decode import SUPPORTED_FORMATS, decode_image
-from service.pipeline.pipeline import ImageRequest, estimate
+from service.pipeline.pipeline import ImageRequest, ImageResult, estimate
 from service.pipeline.solve import load_canonical_face
 from service.runtime import create_runtime
 from service.runtime.base import InferenceRuntime
@@ -108,15 +111,14 @@ async def read_images(request: Request, settings: Settings) -> tuple[list[bytes]
                            "image/png, image/webp or multipart/form-data with parts 'images'")
 
 
-def run_request(runtime: InferenceRuntime, settings: Settings, encoded: list[bytes],
-                options: RequestOptions, fail_whole: bool) -> list[dict[str, Any]]:
-    """Decode every image, run the pipeline once over those that decoded, keep order.
+def decode_images(settings: Settings, encoded: list[bytes], options: RequestOptions,
+                  fail_whole: bool) -> tuple[list[dict[str, Any]], list[ImageRequest]]:
+    """Decode every image: an entry per image (errors filled in) and the images to estimate.
 
     A bad image fails only its own entry, unless ``fail_whole`` (a raw-body request).
     """
     entries: list[dict[str, Any]] = []
     requests: list[ImageRequest] = []
-    decoded_at: list[int] = []
     for index, data in enumerate(encoded):
         try:
             with STAGE_SECONDS.labels("decode").time():
@@ -131,15 +133,22 @@ def run_request(runtime: InferenceRuntime, settings: Settings, encoded: list[byt
         height, width = image.shape[:2]
         camera = options.camera_for(width, height, settings.default_fov_deg)
         boxes = options.boxes[index] if options.boxes is not None else None
-        requests.append(ImageRequest(image, camera, boxes))
-        decoded_at.append(len(entries))
-        entries.append({"index": index})
-    results = estimate(runtime, requests, options.pipeline, iris="iris" in options.include)
+        requests.append(ImageRequest(image, camera, options.pipeline, boxes))
+        entries.append({"index": index, "width": width, "height": height})
+    return entries, requests
+
+
+def fill_entries(entries: list[dict[str, Any]], results: list[ImageResult],
+                 include: frozenset[str]) -> list[dict[str, Any]]:
+    """Put each decoded image's result into its entry, in order."""
+    decoded = iter(results)
     with STAGE_SECONDS.labels("serialize").time():
-        for slot, request, result in zip(decoded_at, requests, results, strict=True):
-            height, width = request.image.shape[:2]
-            entries[slot] = image_dict(entries[slot]["index"], width, height, result,
-                                       options.include)
+        for slot, entry in enumerate(entries):
+            if "faces" in entry:
+                continue
+            result = next(decoded)
+            entries[slot] = image_dict(entry["index"], entry["width"], entry["height"], result,
+                                       include)
             FACES_PER_IMAGE.observe(len(result.faces))
     return entries
 
@@ -149,10 +158,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.runtime = create_runtime(settings)
+        runtime = create_runtime(settings)
         load_canonical_face()
+        batcher = RequestBatcher(partial(estimate, runtime), settings.batch_max_images,
+                                 settings.batch_max_wait_ms / 1000, settings.batch_workers)
+        app.state.runtime, app.state.batcher = runtime, batcher
+        batcher.start()
         yield
-        app.state.runtime.close()
+        await batcher.stop()
+        runtime.close()
 
     app = FastAPI(
         title="facepose",
@@ -164,7 +178,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(FaceposeError)
     async def facepose_error(request: Request, exc: FaceposeError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        response = error_response(exc.status, exc.code, exc.message)
+        if exc.status == 503:
+            response.headers["Retry-After"] = str(settings.retry_after_s)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -229,10 +246,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         options = parse_options(settings, include=include, max_faces=max_faces,
                                 min_score=min_score, min_presence=min_presence,
                                 fx=fx, fy=fy, cx=cx, cy=cy)
+        runtime: InferenceRuntime = request.app.state.runtime
+        if not await run_in_threadpool(runtime.is_ready):
+            raise BackendUnavailable("the inference server is not ready")
         encoded, raw_body = await read_images(request, settings)
         options.boxes = parse_boxes(boxes, len(encoded))
-        entries = await run_in_threadpool(run_request, request.app.state.runtime, settings,
-                                          encoded, options, raw_body)
+        entries, images = await run_in_threadpool(decode_images, settings, encoded, options,
+                                                   raw_body)
+        results = await request.app.state.batcher.submit(images)
+        entries = await run_in_threadpool(fill_entries, entries, results, options.include)
         return JSONResponse({"images": entries})
 
     @app.get("/v1/mesh/topology", response_model=schemas.MeshTopology)
@@ -250,7 +272,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime: InferenceRuntime = request.app.state.runtime
         return JSONResponse({
             "runtime": settings.runtime,
-            "ready": runtime.is_ready(),
+            "ready": await run_in_threadpool(runtime.is_ready),
             "models": [{
                 "name": spec.name,
                 "max_batch_size": spec.max_batch_size,
@@ -265,7 +287,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", response_model=schemas.Health, responses={503: {"model": schemas.Health}})
     async def readyz(request: Request) -> Response:
-        ready = request.app.state.runtime.is_ready()
+        ready = await run_in_threadpool(request.app.state.runtime.is_ready)
         return JSONResponse({"status": "ok" if ready else "not_ready"},
                             status_code=200 if ready else 503)
 

@@ -40,17 +40,21 @@ from service.runtime.base import InferenceRuntime
 SHORT_RANGE, FULL_RANGE = "face_detector_short", "face_detector_full"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
     max_faces: int
     min_score: float
     min_presence: float
+    iris: bool = False
 
 
 @dataclass
 class ImageRequest:
+    """One image and what its client asked for; images of many requests may share a batch."""
+
     image: np.ndarray  # (H, W, 3) uint8 RGB
     camera: Camera
+    options: Options
     boxes: np.ndarray | None = None  # (N, 4) client face boxes; None runs the detector
 
 
@@ -131,16 +135,21 @@ def keypoints_in_boxes(runtime: InferenceRuntime, images: list[np.ndarray],
     return results
 
 
-def detect_faces(runtime: InferenceRuntime, images: list[np.ndarray], options: Options
+def detect_faces(runtime: InferenceRuntime, images: list[np.ndarray], options: list[Options]
                  ) -> list[Detections]:
     """Both detectors, each in one batched call: the short-range model is the better one on
     large faces, the full-range model finds the small ones it misses."""
     if not images:
         return []
-    short = run_detector(runtime, SHORT_RANGE, images, options.min_score)
-    full = run_detector(runtime, FULL_RANGE, images, options.min_score)
-    merged = [merge_detections(s, f) for s, f in zip(short, full, strict=True)]
-    return [found.take(np.argsort(-found.scores)[: options.max_faces]) for found in merged]
+    lowest = min(o.min_score for o in options)
+    short = run_detector(runtime, SHORT_RANGE, images, lowest)
+    full = run_detector(runtime, FULL_RANGE, images, lowest)
+    results = []
+    for s, f, image_options in zip(short, full, options, strict=True):
+        found = merge_detections(s, f)
+        found = found.take(np.flatnonzero(found.scores >= image_options.min_score))
+        results.append(found.take(np.argsort(-found.scores)[: image_options.max_faces]))
+    return results
 
 
 def _fit_meshes(runtime: InferenceRuntime, images: list[np.ndarray],
@@ -212,16 +221,16 @@ def search_lost_faces(runtime: InferenceRuntime, images: list[np.ndarray],
             presence[i][j] = candidate_presence[best]
 
 
-def locate_faces(runtime: InferenceRuntime, requests: list[ImageRequest], options: Options
-                 ) -> list[Located]:
+def locate_faces(runtime: InferenceRuntime, requests: list[ImageRequest]) -> list[Located]:
     """Per image: boxes (N, 4), scores (N,), keypoints (N, 6, 2) and first crop regions, from
     the detectors or from the client's boxes."""
     to_detect = [i for i, r in enumerate(requests) if r.boxes is None]
     given = [i for i, r in enumerate(requests) if r.boxes is not None]
     with STAGE_SECONDS.labels("detect").time():
-        detected = detect_faces(runtime, [requests[i].image for i in to_detect], options)
+        detected = detect_faces(runtime, [requests[i].image for i in to_detect],
+                                [requests[i].options for i in to_detect])
         client_boxes = [np.asarray(requests[i].boxes, np.float64).reshape(-1, 4)
-                        [: options.max_faces] for i in given]
+                        [: requests[i].options.max_faces] for i in given]
         client_keypoints = keypoints_in_boxes(runtime, [requests[i].image for i in given],
                                               client_boxes) if given else []
     located: dict[int, Located] = {}
@@ -234,12 +243,11 @@ def locate_faces(runtime: InferenceRuntime, requests: list[ImageRequest], option
     return [located[i] for i in range(len(requests))]
 
 
-def estimate(runtime: InferenceRuntime, requests: list[ImageRequest], options: Options,
-             iris: bool = False) -> list[ImageResult]:
+def estimate(runtime: InferenceRuntime, requests: list[ImageRequest]) -> list[ImageResult]:
     """Faces, poses and meshes for each image, in order."""
     if not requests:
         return []
-    located = locate_faces(runtime, requests, options)
+    located = locate_faces(runtime, requests)
     images = [r.image for r in requests]
     # The first fit only places the face; the second crops it the way the mesh model was
     # trained to see it (tracking's landmark rule), whatever the first region came from.
@@ -258,7 +266,7 @@ def estimate(runtime: InferenceRuntime, requests: list[ImageRequest], options: O
         for box, score, face_keypoints, face_landmarks, face_presence in zip(
             boxes, scores, keypoints, image_landmarks, image_presence, strict=True
         ):
-            if face_presence < options.min_presence:
+            if face_presence < request.options.min_presence:
                 continue
             with STAGE_SECONDS.labels("solve").time():
                 pose = face_pose(face_landmarks, face_keypoints, face_presence, face_model,
@@ -267,7 +275,7 @@ def estimate(runtime: InferenceRuntime, requests: list[ImageRequest], options: O
                                              request.camera)
             result.faces.append(Face(box, float(score), float(face_presence), pose,
                                      face_landmarks, vertices))
-        if iris and result.faces:
+        if request.options.iris and result.faces:
             kept = np.stack([face.landmarks_px for face in result.faces])
             with STAGE_SECONDS.labels("iris").time():
                 pairs = run_iris(runtime, request.image, kept)

@@ -12,4 +12,9 @@ def create_runtime(settings: Settings) -> InferenceRuntime:
         from service.runtime.embedded import EmbeddedRuntime
 
         return EmbeddedRuntime(settings.model_repository, settings.ort_intra_op_threads)
+    if settings.runtime == "triton":
+        from service.runtime.triton import TritonRuntime
+
+        return TritonRuntime(settings.triton_url, settings.model_repository,
+                             settings.triton_protocol, settings.triton_timeout_s)
     raise ValueError(f"unknown runtime {settings.runtime!r}")

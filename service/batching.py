@@ -1,0 +1,98 @@
+"""Group the images of concurrent requests into one pipeline call (bounded wait and size).
+
+Each group's faces then reach every model in one batched call, so concurrent clients share
+model calls: on Triton that is one request per model per group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from service.metrics import GROUP_IMAGES, GROUP_REQUESTS, STAGE_SECONDS
+from service.pipeline.pipeline import ImageRequest, ImageResult
+
+Run = Callable[[list[ImageRequest]], list[ImageResult]]
+
+
+@dataclass
+class _Pending:
+    requests: list[ImageRequest]
+    future: asyncio.Future[list[ImageResult]]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class RequestBatcher:
+    """``submit`` returns each caller its own results, in order, whatever group it rode in."""
+
+    def __init__(self, run: Run, max_images: int, max_wait_s: float, workers: int) -> None:
+        self._run = run
+        self._max_images = max_images
+        self._max_wait_s = max_wait_s
+        self._workers = workers
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def submit(self, requests: list[ImageRequest]) -> list[ImageResult]:
+        if not requests:
+            return []
+        future: asyncio.Future[list[ImageResult]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(requests, future))
+        return await future
+
+    async def _collect(self) -> list[_Pending]:
+        group = [await self._queue.get()]
+        count = len(group[0].requests)
+        deadline = time.perf_counter() + self._max_wait_s
+        while count < self._max_images:
+            try:
+                pending = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    pending = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            group.append(pending)
+            count += len(pending.requests)
+        return group
+
+    async def _work(self) -> None:
+        while True:
+            group = await self._collect()
+            # A caller that went away (cancelled) needs no work done for it.
+            group = [p for p in group if not p.future.done()]
+            if not group:
+                continue
+            started = time.perf_counter()
+            for pending in group:
+                STAGE_SECONDS.labels("queue").observe(started - pending.queued_at)
+            flat = [request for pending in group for request in pending.requests]
+            GROUP_IMAGES.observe(len(flat))
+            GROUP_REQUESTS.observe(len(group))
+            try:
+                results = await asyncio.to_thread(self._run, flat)
+            except Exception as exc:  # every caller of the group learns why
+                for pending in group:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                continue
+            start = 0
+            for pending in group:
+                stop = start + len(pending.requests)
+                if not pending.future.done():
+                    pending.future.set_result(results[start:stop])
+                start = stop
