@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 BIN := $(VENV)/bin
 
-.PHONY: env models run test lint eval clean
+.PHONY: env models run run-triton test lint eval clean
 
 env: $(VENV)/.installed
 
@@ -21,6 +21,13 @@ models: env
 run: models
 	FACEPOSE_HOST=$(HOST) FACEPOSE_PORT=$(PORT) $(BIN)/facepose serve
 
+# Local Triton (CPU, python backend) and the gateway using it; Ctrl-C stops both.
+run-triton: models
+	$(BIN)/facepose triton --grpc-port 8001 & triton=$$!; \
+	trap 'kill $$triton' EXIT INT TERM; \
+	FACEPOSE_RUNTIME=triton FACEPOSE_TRITON_URL=127.0.0.1:8001 FACEPOSE_HOST=$(HOST) \
+	FACEPOSE_PORT=$(PORT) $(BIN)/facepose serve
+
 lint: env
 	$(BIN)/ruff check .
 
@@ -31,4 +38,4 @@ eval: models
 	$(BIN)/python scripts/eval_aflw2000.py ../shared/data/aflw2000-dev
 
 clean:
-	rm -rf $(VENV) model_repository/*/1
+	rm -rf $(VENV) model_repository/*/1 .triton

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from service.config import get_settings
@@ -30,6 +32,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _triton(args: argparse.Namespace) -> int:
+    from service.triton_local.server import LocalTriton
+
+    server = LocalTriton(Path(args.repo), Path(args.workdir), args.http_port, args.grpc_port,
+                         args.metrics_port, args.address)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    print(f"tritonserver ready: gRPC {server.grpc_url}, HTTP {server.http_url}", flush=True)
+    try:
+        while not stop.is_set() and server.process is not None and server.process.poll() is None:
+            stop.wait(0.5)
+    finally:
+        server.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facepose", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default=None, help="default FACEPOSE_HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="default FACEPOSE_PORT or 8080")
     serve.set_defaults(handler=_serve)
+
+    triton = commands.add_parser(
+        "triton", help="run a local Triton server (CPU, python backend) until interrupted")
+    triton.add_argument("--repo", default=str(get_settings().model_repository))
+    triton.add_argument("--workdir", default=".triton", help="server files and its log")
+    triton.add_argument("--address", default="127.0.0.1")
+    triton.add_argument("--http-port", type=int, default=8000)
+    triton.add_argument("--grpc-port", type=int, default=8001)
+    triton.add_argument("--metrics-port", type=int, default=8002)
+    triton.set_defaults(handler=_triton)
 
     args = parser.parse_args(argv)
     return int(args.handler(args))

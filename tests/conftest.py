@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -42,22 +43,46 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float 
     raise TimeoutError(f"{url} not ready after {timeout} s")
 
 
-@pytest.fixture(scope="session")
-def server_url() -> Iterator[str]:
-    """A real gateway (embedded runtime) on a loopback port, for the whole session."""
+@contextmanager
+def gateway(extra_env: dict[str, str] | None = None, wait_ready: bool = True) -> Iterator[str]:
+    """A real gateway process (`facepose serve`) on a free loopback port; yields its URL."""
     port = free_port()
-    env = {**os.environ, **SERVER_ENV, "FACEPOSE_PORT": str(port)}
+    env = {**os.environ, **SERVER_ENV, **(extra_env or {}), "FACEPOSE_PORT": str(port)}
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"],
         cwd=REPO, env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_ready(url, process)
+        if wait_ready:
+            wait_until_ready(url, process)
+        else:
+            wait_until_alive(url, process)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def wait_until_alive(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not alive after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A real gateway (embedded runtime) on a loopback port, for the whole session."""
+    with gateway() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

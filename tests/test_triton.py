@@ -1,0 +1,158 @@
+"""The gateway against a real Triton server (the local CPU launcher), no mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from service.triton_local.server import LocalTriton
+from tests.conftest import REPO, free_port, gateway
+from tests.images import astronaut, encode
+from tests.test_api import rotate_in_plane
+
+pytestmark = pytest.mark.slow
+JPEG = {"Content-Type": "image/jpeg"}
+
+
+def start_triton(grpc_port: int | None = None) -> LocalTriton:
+    # The installed server and its stub environment are shared with `facepose triton`.
+    return LocalTriton(REPO / "model_repository", REPO / ".triton", free_port(),
+                       grpc_port or free_port(), free_port())
+
+
+@pytest.fixture(scope="module")
+def triton() -> Iterator[LocalTriton]:
+    with start_triton() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def triton_url(triton: LocalTriton) -> Iterator[str]:
+    with gateway({"FACEPOSE_RUNTIME": "triton", "FACEPOSE_TRITON_URL": triton.grpc_url}) as url:
+        yield url
+
+
+def mosaic() -> np.ndarray:
+    tile = cv2.resize(astronaut(), (256, 256))
+    return np.vstack([np.hstack([tile, tile[:, ::-1]]), np.hstack([tile[:, ::-1], tile])])
+
+
+CASES = {
+    "astronaut": lambda: encode(astronaut()),
+    "flipped": lambda: encode(astronaut()[:, ::-1].copy()),
+    "rotated": lambda: encode(rotate_in_plane(astronaut(), 30)),
+    "four faces": lambda: encode(mosaic()),
+}
+
+
+def faces(url: str, data: bytes) -> list[dict[str, Any]]:
+    response = httpx.post(f"{url}/v1/faces", content=data, headers=JPEG, timeout=60,
+                          params={"include": "landmarks,iris"})
+    assert response.status_code == 200, response.text
+    return response.json()["images"][0]["faces"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_triton_gives_the_embedded_results(server_url: str, triton_url: str, case: str) -> None:
+    data = CASES[case]()
+    embedded, served = faces(server_url, data), faces(triton_url, data)
+    assert len(embedded) == len(served) > 0
+    for a, b in zip(embedded, served, strict=True):
+        for angle in ("pitch", "yaw", "roll"):
+            assert abs(a["pose"]["euler_deg"][angle] - b["pose"]["euler_deg"][angle]) < 0.01
+        assert np.abs(np.array(a["landmarks"]) - np.array(b["landmarks"])).max() < 0.01
+        assert np.abs(np.array(a["iris"]["left"]["centre"])
+                      - np.array(b["iris"]["left"]["centre"])).max() < 0.01
+
+
+def test_http_protocol_gives_the_same_results(server_url: str, triton: LocalTriton) -> None:
+    env = {"FACEPOSE_RUNTIME": "triton", "FACEPOSE_TRITON_PROTOCOL": "http",
+           "FACEPOSE_TRITON_URL": f"{triton.address}:{triton.http_port}"}
+    with gateway(env) as url:
+        data = CASES["four faces"]()
+        a, b = faces(server_url, data), faces(url, data)
+        def angles(found: list[dict[str, Any]]) -> np.ndarray:
+            return np.array([list(f["pose"]["euler_deg"].values()) for f in found])
+
+        assert np.abs(angles(a) - angles(b)).max() < 0.01
+
+
+def stats(triton: LocalTriton, model: str) -> tuple[int, int]:
+    body = httpx.get(f"{triton.http_url}/v2/models/{model}/stats").json()
+    model_stats = body["model_stats"][0]
+    return int(model_stats["inference_count"]), int(model_stats["execution_count"])
+
+
+def histogram(metrics: str, name: str) -> tuple[float, float]:
+    values = dict(line.rsplit(" ", 1) for line in metrics.splitlines()
+                  if line.startswith((f"{name}_sum", f"{name}_count")))
+    return float(values[f"{name}_sum"]), float(values[f"{name}_count"])
+
+
+def test_concurrent_requests_are_batched(triton: LocalTriton, triton_url: str) -> None:
+    before = {m: stats(triton, m) for m in ("face_detector_short", "face_mesh")}
+    data = encode(astronaut())
+    with ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(lambda _: httpx.post(f"{triton_url}/v1/faces", content=data,
+                                                   headers=JPEG, timeout=60).status_code,
+                              range(32)))
+    assert codes == [200] * 32
+    for model, (inferences, executions) in before.items():
+        after_inferences, after_executions = stats(triton, model)
+        # Triton's own count: fewer executions than inferences means batched model calls.
+        assert after_executions - executions < after_inferences - inferences, model
+    images, calls = histogram(httpx.get(f"{triton_url}/metrics").text, "facepose_batch_images")
+    assert images / calls > 1.0
+
+
+def test_triton_down_then_back_then_hung() -> None:
+    grpc_port = free_port()
+    env = {"FACEPOSE_RUNTIME": "triton", "FACEPOSE_TRITON_URL": f"127.0.0.1:{grpc_port}",
+           "FACEPOSE_TRITON_TIMEOUT_S": "2"}
+    data = encode(astronaut())
+    with gateway(env, wait_ready=False) as url:
+        # Down at start: not ready, and requests are refused at once with a JSON 503.
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        refused = httpx.post(f"{url}/v1/faces", content=data, headers=JPEG, timeout=30)
+        assert refused.status_code == 503 and refused.headers["Retry-After"]
+        assert refused.json()["error"]["code"] == "backend_unavailable"
+
+        server = start_triton(grpc_port).start()
+        try:
+            # Back: the same gateway process recovers by itself.
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{url}/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "gateway did not recover"
+                time.sleep(0.2)
+            assert httpx.post(f"{url}/v1/faces", content=data, headers=JPEG,
+                              timeout=30).status_code == 200
+
+            # Hung: a frozen Triton answers nothing; the call's deadline still ends it.
+            assert server.process is not None
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                time.sleep(1.2)  # past the readiness cache
+                started = time.monotonic()
+                hung = httpx.post(f"{url}/v1/faces", content=data, headers=JPEG, timeout=30)
+                assert hung.status_code == 503
+                assert time.monotonic() - started < 10
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+        finally:
+            server.stop()
+        # Stopped: not ready again, and 503.
+        time.sleep(1.2)
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        gone = httpx.post(f"{url}/v1/faces", content=data, headers=JPEG, timeout=30)
+        assert gone.status_code == 503
+        json.dumps(gone.json())
