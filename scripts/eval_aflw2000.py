@@ -86,8 +86,9 @@ def service_client(url: str | None) -> AbstractContextManager[httpx.Client]:
     from fastapi.testclient import TestClient
 
     from service.api.rest import create_app
+    from service.config import Settings
 
-    return TestClient(create_app())
+    return TestClient(create_app(Settings(grpc_port=0)))
 
 
 def main() -> int:

@@ -17,6 +17,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    grpc_port: int = 50051  # 0: no gRPC server
     model_repository: Path = REPO_ROOT / "model_repository"
     runtime: Literal["embedded", "triton"] = "embedded"
     triton_url: str = "127.0.0.1:8001"  # host:port of Triton's gRPC (or HTTP) endpoint

@@ -47,7 +47,8 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float 
 def gateway(extra_env: dict[str, str] | None = None, wait_ready: bool = True) -> Iterator[str]:
     """A real gateway process (`facepose serve`) on a free loopback port; yields its URL."""
     port = free_port()
-    env = {**os.environ, **SERVER_ENV, **(extra_env or {}), "FACEPOSE_PORT": str(port)}
+    env = {**os.environ, **SERVER_ENV, "FACEPOSE_GRPC_PORT": str(free_port()),
+           **(extra_env or {}), "FACEPOSE_PORT": str(port)}
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"],
         cwd=REPO, env=env,
@@ -79,10 +80,21 @@ def wait_until_alive(url: str, process: subprocess.Popen[bytes], timeout: float 
 
 
 @pytest.fixture(scope="session")
-def server_url() -> Iterator[str]:
-    """A real gateway (embedded runtime) on a loopback port, for the whole session."""
-    with gateway() as url:
+def grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def server_url(grpc_port: int) -> Iterator[str]:
+    """A real gateway (embedded runtime) on loopback ports, for the whole session."""
+    with gateway({"FACEPOSE_GRPC_PORT": str(grpc_port)}) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def grpc_target(server_url: str, grpc_port: int) -> str:
+    """The session gateway's gRPC address."""
+    return f"127.0.0.1:{grpc_port}"
 
 
 @pytest.fixture(scope="session")

@@ -73,11 +73,15 @@ def parse_boxes(text: str | None, image_count: int) -> list[np.ndarray] | None:
             for box in image_boxes
         ):
             raise BadOption(f"boxes[{index}] must be a list of [x1, y1, x2, y2] number lists")
-        array = np.array(image_boxes, np.float64).reshape(-1, 4)
-        if not np.isfinite(array).all() or (array[:, 2:] <= array[:, :2]).any():
-            raise BadOption(f"boxes[{index}]: every box needs finite x1 < x2 and y1 < y2")
-        parsed.append(array)
+        parsed.append(check_boxes(np.array(image_boxes, np.float64).reshape(-1, 4), index))
     return parsed
+
+
+def check_boxes(boxes: np.ndarray, index: int) -> np.ndarray:
+    """(N, 4) client boxes of image ``index``, returned if valid; raises BadOption."""
+    if not np.isfinite(boxes).all() or (boxes[:, 2:] <= boxes[:, :2]).any():
+        raise BadOption(f"boxes[{index}]: every box needs finite x1 < x2 and y1 < y2")
+    return boxes
 
 
 def parse_options(

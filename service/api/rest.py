@@ -20,8 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.api import schemas
-from service.api.options import RequestOptions, parse_boxes, parse_options
-from service.api.serialize import error_dict, image_dict
+from service.api.options import parse_boxes, parse_options
+from service.api.serialize import error_dict
 from service.batching import RequestBatcher
 from service.config import Settings, get_settings
 from service.errors import (
@@ -32,15 +32,13 @@ from service.errors import (
     TooManyImages,
     UnsupportedImage,
 )
+from service.estimate import decode_images, fill_entries
 from service.metrics import (
-    FACES_PER_IMAGE,
-    IMAGE_ERRORS,
     REQUEST_SECONDS,
     REQUESTS,
-    STAGE_SECONDS,
 )
-from service.pipeline.decode import SUPPORTED_FORMATS, decode_image
-from service.pipeline.pipeline import ImageRequest, ImageResult, estimate
+from service.pipeline.decode import SUPPORTED_FORMATS
+from service.pipeline.pipeline import estimate
 from service.pipeline.solve import load_canonical_face
 from service.runtime import create_runtime
 from service.runtime.base import InferenceRuntime
@@ -111,60 +109,25 @@ async def read_images(request: Request, settings: Settings) -> tuple[list[bytes]
                            "image/png, image/webp or multipart/form-data with parts 'images'")
 
 
-def decode_images(settings: Settings, encoded: list[bytes], options: RequestOptions,
-                  fail_whole: bool) -> tuple[list[dict[str, Any]], list[ImageRequest]]:
-    """Decode every image: an entry per image (errors filled in) and the images to estimate.
-
-    A bad image fails only its own entry, unless ``fail_whole`` (a raw-body request).
-    """
-    entries: list[dict[str, Any]] = []
-    requests: list[ImageRequest] = []
-    for index, data in enumerate(encoded):
-        try:
-            with STAGE_SECONDS.labels("decode").time():
-                image = decode_image(data, settings.max_image_bytes, settings.max_image_pixels)
-        except FaceposeError as exc:
-            IMAGE_ERRORS.labels(exc.code).inc()
-            if fail_whole:
-                raise
-            entries.append({"index": index, "width": None, "height": None, "camera": None,
-                            "faces": [], "error": error_dict(exc.code, exc.message)})
-            continue
-        height, width = image.shape[:2]
-        camera = options.camera_for(width, height, settings.default_fov_deg)
-        boxes = options.boxes[index] if options.boxes is not None else None
-        requests.append(ImageRequest(image, camera, options.pipeline, boxes))
-        entries.append({"index": index, "width": width, "height": height})
-    return entries, requests
-
-
-def fill_entries(entries: list[dict[str, Any]], results: list[ImageResult],
-                 include: frozenset[str]) -> list[dict[str, Any]]:
-    """Put each decoded image's result into its entry, in order."""
-    decoded = iter(results)
-    with STAGE_SECONDS.labels("serialize").time():
-        for slot, entry in enumerate(entries):
-            if "faces" in entry:
-                continue
-            result = next(decoded)
-            entries[slot] = image_dict(entry["index"], entry["width"], entry["height"], result,
-                                       include)
-            FACES_PER_IMAGE.observe(len(result.faces))
-    return entries
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from service.grpc.server import GrpcServer
+
         runtime = create_runtime(settings)
         load_canonical_face()
         batcher = RequestBatcher(partial(estimate, runtime), settings.batch_max_images,
                                  settings.batch_max_wait_ms / 1000, settings.batch_workers)
         app.state.runtime, app.state.batcher = runtime, batcher
         batcher.start()
+        grpc_server = GrpcServer(settings, runtime, batcher) if settings.grpc_port else None
+        if grpc_server is not None:
+            await grpc_server.start()
         yield
+        if grpc_server is not None:
+            await grpc_server.stop(grace_s=5.0)
         await batcher.stop()
         runtime.close()
 
