@@ -50,6 +50,28 @@ def _triton(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(args: argparse.Namespace) -> int:
+    import grpc
+
+    from service.batch import run_batch
+    from service.client import grpc_options
+
+    include = [name for name in args.include.split(",") if name]
+    options = grpc_options(include, max_faces=args.max_faces, min_score=args.min_score,
+                           min_presence=args.min_presence)
+    try:
+        summary = run_batch(args.source, args.server, Path(args.out), options,
+                            args.concurrency, args.retries)
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to go on where it stopped", file=sys.stderr)
+        return 130
+    except grpc.RpcError as exc:
+        print(f"failed: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        return 1
+    print(summary.line())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facepose", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     triton.add_argument("--grpc-port", type=int, default=8001)
     triton.add_argument("--metrics-port", type=int, default=8002)
     triton.set_defaults(handler=_triton)
+
+    batch = commands.add_parser(
+        "batch", help="estimate every image of a folder, glob or list file into JSON lines")
+    batch.add_argument("source", help="a folder (recursive), a glob, or a text file of paths")
+    batch.add_argument("--server", default="127.0.0.1:50051", help="gRPC host:port")
+    batch.add_argument("--out", required=True, help="JSON lines; re-running resumes it")
+    batch.add_argument("--concurrency", type=int, default=16, help="images in flight")
+    batch.add_argument("--include", default="", help="e.g. landmarks68,mesh")
+    batch.add_argument("--max-faces", type=int, default=None)
+    batch.add_argument("--min-score", type=float, default=None)
+    batch.add_argument("--min-presence", type=float, default=None)
+    batch.add_argument("--retries", type=int, default=6,
+                       help="tries in a row without progress before giving up")
+    batch.set_defaults(handler=_batch)
 
     args = parser.parse_args(argv)
     return int(args.handler(args))

@@ -1,0 +1,178 @@
+"""`facepose batch`: stream a folder, glob or list of images through the gRPC API into JSON lines.
+
+Resumable: paths already in the output are skipped, and every result is flushed as one line as
+it arrives, so an interrupted run loses nothing. Transient failures (server unavailable,
+overloaded, timed out) are retried with backoff; a bad image is recorded and the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+from tqdm import tqdm
+
+from service.client import MAX_MESSAGE_BYTES
+from service.grpc import facepose_pb2 as pb
+from service.grpc import facepose_pb2_grpc as pb_grpc
+from service.grpc.convert import image_result_to_dict
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
+             grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
+             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
+def collect_paths(source: str) -> list[str]:
+    """A folder (recursive), one image, a text file of paths, or a glob; sorted, unique."""
+    path = Path(source)
+    if path.is_dir():
+        found = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        found = [path]
+    elif path.is_file():
+        lines = (line.strip() for line in path.read_text().splitlines())
+        found = [Path(line) for line in lines if line and not line.startswith("#")]
+    else:
+        found = [Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file()]
+    return sorted({str(p) for p in found})
+
+
+def completed_paths(out: Path) -> set[str]:
+    """Paths already written; a last line cut short by a crash is removed first."""
+    if not out.exists():
+        return set()
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        out.write_bytes(data)
+    done = set()
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            done.add(json.loads(line)["path"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
+
+
+@dataclass
+class Summary:
+    total: int
+    skipped: int
+    written: int = 0
+    faces: int = 0
+    failures: int = 0
+    retries: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        rate = self.written / elapsed if elapsed > 0 else 0.0
+        return (f"images {self.written} (+{self.skipped} already done of {self.total}), "
+                f"faces {self.faces}, failures {self.failures}, retries {self.retries}, "
+                f"{rate:.1f} images/s")
+
+
+class BatchRun:
+    def __init__(self, paths: list[str], server: str, out: IO[str], options: pb.Options,
+                 concurrency: int, retries: int, summary: Summary) -> None:
+        self.pending: deque[str] = deque(paths)
+        self.server = server
+        self.out = out
+        self.options = options
+        self.concurrency = concurrency
+        self.retries = retries
+        self.summary = summary
+        self.progress = tqdm(total=len(paths), unit="img", dynamic_ncols=True, file=sys.stderr)
+
+    def record(self, path: str, entry: dict[str, Any] | None,
+               error: dict[str, str] | None = None) -> None:
+        error = error or (entry or {}).get("error")
+        line = {"path": path, "error": error} if error else {"path": path, "result": entry}
+        self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self.out.flush()
+        self.summary.written += 1
+        if error:
+            self.summary.failures += 1
+        elif entry is not None:
+            self.summary.faces += len(entry["faces"])
+        self.progress.update(1)
+
+    async def _stream_once(self, stub: pb_grpc.FacePoseStub) -> None:
+        """One stream until everything pending is answered; on failure the unanswered go back
+        to the front of the queue."""
+        in_flight: dict[str, str] = {}
+        slots = asyncio.Semaphore(self.concurrency)
+        call = stub.EstimateStream()
+
+        async def send() -> None:
+            while self.pending:
+                await slots.acquire()
+                if not self.pending:
+                    break
+                path = self.pending.popleft()
+                try:
+                    data = await asyncio.to_thread(Path(path).read_bytes)
+                except OSError as exc:
+                    self.record(path, None, {"code": "unreadable_file", "message": str(exc)})
+                    slots.release()
+                    continue
+                in_flight[path] = path
+                await call.write(pb.StreamRequest(id=path, image=pb.Image(data=data),
+                                                  options=self.options))
+            await call.done_writing()
+
+        sender = asyncio.create_task(send())
+        try:
+            async for result in call:
+                path = in_flight.pop(result.id)
+                self.record(path, image_result_to_dict(result.result))
+                slots.release()
+            await sender
+        finally:
+            sender.cancel()
+            self.pending.extendleft(reversed(list(in_flight)))
+
+    async def run(self) -> None:
+        channel_options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                           ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+        attempt = 0
+        async with grpc.aio.insecure_channel(self.server, options=channel_options) as channel:
+            stub = pb_grpc.FacePoseStub(channel)
+            while self.pending:
+                before = self.summary.written
+                try:
+                    await self._stream_once(stub)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() not in TRANSIENT:
+                        raise
+                    attempt = 0 if self.summary.written > before else attempt + 1
+                    if attempt > self.retries:
+                        raise
+                    self.summary.retries += 1
+                    delay = min(30.0, 0.5 * 2 ** attempt)
+                    self.progress.write(f"{exc.code().name}: {exc.details()}; "
+                                        f"retrying in {delay:.1f} s")
+                    await asyncio.sleep(delay)
+        self.progress.close()
+
+
+def run_batch(source: str, server: str, out: Path, options: pb.Options, concurrency: int = 16,
+              retries: int = 6) -> Summary:
+    paths = collect_paths(source)
+    done = completed_paths(out)
+    todo = [p for p in paths if p not in done]
+    summary = Summary(total=len(paths), skipped=len(paths) - len(todo))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a", encoding="utf-8") as handle:
+        asyncio.run(BatchRun(todo, server, handle, options, concurrency, retries,
+                             summary).run())
+    return summary

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from service.batch import collect_paths, completed_paths
+from tests.conftest import REPO
+from tests.images import astronaut, encode
+
+CORRUPT = {"broken/truncated.jpg", "broken/not-an-image.png"}
+
+
+def make_folder(root: Path, count: int) -> set[str]:
+    """``count`` real face images in nested folders, plus corrupt ones and a non-image file."""
+    base = astronaut()
+    paths = set()
+    for i in range(count):
+        turned = cv2.warpAffine(base, cv2.getRotationMatrix2D((256, 256), i * 7 % 40 - 20, 1.0),
+                                (512, 512))
+        path = root / f"set{i % 3}" / f"face{i:03d}.{['jpg', 'png', 'webp'][i % 3]}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(turned, path.suffix))
+        paths.add(str(path))
+    (root / "broken").mkdir()
+    jpeg = encode(base)
+    (root / "broken" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (root / "broken" / "not-an-image.png").write_bytes(b"hello")
+    (root / "notes.txt").write_text("not an image and not listed")
+    return paths | {str(root / name) for name in CORRUPT}
+
+
+def run(source: Path, target: str, out: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "batch", str(source), "--server", target,
+         "--out", str(out), "--concurrency", "4", "--include", "landmarks68"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_sources_folder_glob_and_list(tmp_path: Path) -> None:
+    expected = make_folder(tmp_path / "images", 6)
+    assert set(collect_paths(str(tmp_path / "images"))) == expected
+    assert set(collect_paths(str(tmp_path / "images" / "**" / "*.png"))) == {
+        p for p in expected if p.endswith(".png")}
+    listing = tmp_path / "list.txt"
+    listing.write_text("# some\n" + "\n".join(sorted(expected)[:3]) + "\n\n")
+    assert collect_paths(str(listing)) == sorted(expected)[:3]
+
+
+def test_resume_drops_a_torn_last_line(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"path": "a", "result": {}}\n{"path": "b", "res')
+    assert completed_paths(out) == {"a"}
+    assert out.read_text() == '{"path": "a", "result": {}}\n'
+
+
+def test_killed_and_rerun_batch_writes_every_path_once(tmp_path: Path, grpc_target: str) -> None:
+    expected = make_folder(tmp_path / "images", 40)
+    out = tmp_path / "results.jsonl"
+    first = run(tmp_path / "images", grpc_target, out)
+    deadline = time.monotonic() + 60
+    while not out.exists() or len(out.read_text().splitlines()) < 8:
+        assert first.poll() is None, first.stderr.read() if first.stderr else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    partial = completed_paths(out)
+    assert 8 <= len(partial) < len(expected)
+
+    second = run(tmp_path / "images", grpc_target, out)
+    stdout, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stderr.decode()
+    written = lines(out)
+    paths = [line["path"] for line in written]
+    assert sorted(paths) == sorted(expected)  # every path exactly once
+    by_path = {line["path"]: line for line in written}
+    for name in CORRUPT:
+        assert by_path[str(tmp_path / "images" / name)]["error"]["code"] in {
+            "corrupt_image", "unsupported_image"}
+    good = [line for line in written if "result" in line]
+    assert len(good) == len(expected) - len(CORRUPT)
+    assert all(len(line["result"]["faces"]) == 1 for line in good)
+    assert np.array(good[0]["result"]["faces"][0]["landmarks68"]).shape == (68, 2)
+    summary = stdout.decode()
+    assert f"images {len(expected) - len(partial)} (+{len(partial)} already done" in summary
+    failed_now = len({str(tmp_path / "images" / name) for name in CORRUPT} - partial)
+    assert f"failures {failed_now}," in summary and "images/s" in summary
