@@ -97,3 +97,19 @@ def test_killed_and_rerun_batch_writes_every_path_once(tmp_path: Path, grpc_targ
     assert f"images {len(expected) - len(partial)} (+{len(partial)} already done" in summary
     failed_now = len({str(tmp_path / "images" / name) for name in CORRUPT} - partial)
     assert f"failures {failed_now}," in summary and "images/s" in summary
+
+
+def test_batch_waits_for_a_server_that_comes_up_late(tmp_path: Path) -> None:
+    from tests.conftest import free_port, gateway
+
+    expected = make_folder(tmp_path / "images", 3)
+    out = tmp_path / "results.jsonl"
+    port = free_port()
+    early = run(tmp_path / "images", f"127.0.0.1:{port}", out)
+    time.sleep(1.0)  # the first tries fail: nothing listens yet
+    assert early.poll() is None
+    with gateway({"FACEPOSE_GRPC_PORT": str(port)}):
+        stdout, stderr = early.communicate(timeout=120)
+    assert early.returncode == 0, stderr.decode()
+    assert sorted(line["path"] for line in lines(out)) == sorted(expected)
+    assert "retries 0" not in stdout.decode()
