@@ -31,6 +31,9 @@ class Regions:
     def __len__(self) -> int:
         return len(self.sides)
 
+    def take(self, index: np.ndarray) -> Regions:
+        return Regions(self.centres[index], self.sides[index], self.angles[index])
+
 
 def eye_line_angle(right_eye: np.ndarray, left_eye: np.ndarray) -> np.ndarray:
     """Angle of the line from the subject's right eye to the left eye. (N, 2) each -> (N,)."""

@@ -21,23 +21,36 @@ from service.pipeline.align import (
 )
 from service.pipeline.detect import (
     Detections,
+    box_iou,
     detect_in_squares,
     merge_detections,
     run_detector,
 )
 from service.pipeline.iris import IrisPair, run_iris
 from service.pipeline.mesh import mesh_input_size, run_mesh
+from service.pipeline.mirror import (
+    mirror_boxes,
+    mirror_camera,
+    mirror_keypoints,
+    mirror_regions,
+    unmirror_rotation,
+)
 from service.pipeline.solve import (
     MESH_TRUSTED_PRESENCE,
     Camera,
     Pose,
+    euler_pitch_yaw_roll_deg,
     face_pose,
     load_canonical_face,
+    mean_rotation,
     mesh_in_camera_mm,
+    pose_with_rotation,
 )
 from service.runtime.base import InferenceRuntime
 
 SHORT_RANGE, FULL_RANGE = "face_detector_short", "face_detector_full"
+# Faces turned further than this get a second, mirrored fit averaged in.
+MIRROR_ABOVE_YAW_DEG = 25.0
 
 
 @dataclass(frozen=True)
@@ -243,12 +256,9 @@ def locate_faces(runtime: InferenceRuntime, requests: list[ImageRequest]) -> lis
     return [located[i] for i in range(len(requests))]
 
 
-def estimate(runtime: InferenceRuntime, requests: list[ImageRequest]) -> list[ImageResult]:
-    """Faces, poses and meshes for each image, in order."""
-    if not requests:
-        return []
-    located = locate_faces(runtime, requests)
-    images = [r.image for r in requests]
+def fit_faces(runtime: InferenceRuntime, images: list[np.ndarray], located: list[Located]
+              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per image: landmarks (N, 468, 3) in image pixels and presence (N,) of located faces."""
     # The first fit only places the face; the second crops it the way the mesh model was
     # trained to see it (tracking's landmark rule), whatever the first region came from.
     landmarks, _ = _fit_meshes(runtime, images, [regions for *_, regions in located])
@@ -256,23 +266,108 @@ def estimate(runtime: InferenceRuntime, requests: list[ImageRequest]) -> list[Im
                for lm, (*_, r) in zip(landmarks, located, strict=True)]
     landmarks, presence = _fit_meshes(runtime, images, refined)
     search_lost_faces(runtime, images, located, landmarks, presence)
+    return landmarks, presence
+
+
+def _relocate_mirrored(runtime: InferenceRuntime, requests: list[ImageRequest],
+                       located: list[Located], chosen: list[np.ndarray]) -> list[Located]:
+    """The chosen faces located afresh in the mirrored images, in the same order.
+
+    Detecting again, rather than mirroring the first detections, is the point: the detector's
+    keypoints carry their own left/right bias. A face not found again keeps its mirrored first
+    detection.
+    """
+    mirrored_requests = [
+        ImageRequest(r.image[:, ::-1], mirror_camera(r.camera, r.image.shape[1]), r.options,
+                     None if r.boxes is None
+                     else mirror_boxes(np.asarray(r.boxes, np.float64).reshape(-1, 4)[faces],
+                                       r.image.shape[1]))
+        for r, faces in zip(requests, chosen, strict=True)]
+    found_again = locate_faces(runtime, mirrored_requests)
+    relocated = []
+    for request, (boxes, scores, keypoints, regions), faces, again in zip(
+            requests, located, chosen, found_again, strict=True):
+        width = request.image.shape[1]
+        fallback = (mirror_boxes(boxes[faces], width), scores[faces],
+                    mirror_keypoints(keypoints[faces], width),
+                    mirror_regions(regions.take(faces), width))
+        if request.boxes is not None:
+            relocated.append(again)
+            continue
+        picks = []
+        for k, box in enumerate(fallback[0]):
+            overlaps = [box_iou(box, again[0][m:m + 1])[0] for m in range(len(again[0]))]
+            best = int(np.argmax(overlaps)) if overlaps else -1
+            picks.append((again, best) if best >= 0 and overlaps[best] > 0.5 else (fallback, k))
+        relocated.append((
+            np.array([src[0][m] for src, m in picks]).reshape(-1, 4),
+            np.array([src[1][m] for src, m in picks]),
+            np.array([src[2][m] for src, m in picks]).reshape(-1, 6, 2),
+            Regions(np.array([src[3].centres[m] for src, m in picks]).reshape(-1, 2),
+                    np.array([src[3].sides[m] for src, m in picks]),
+                    np.array([src[3].angles[m] for src, m in picks]))))
+    return relocated
+
+
+def mirrored_rotations(runtime: InferenceRuntime, requests: list[ImageRequest],
+                       located: list[Located], chosen: list[np.ndarray]
+                       ) -> list[np.ndarray]:
+    """Per image, the rotations (K, 3, 3) of its ``chosen`` faces fitted again on the mirrored
+    image and mirrored back. One batched pass over all images."""
+    face_model = load_canonical_face()
+    relocated = _relocate_mirrored(runtime, requests, located, chosen)
+    landmarks, presence = fit_faces(runtime, [r.image[:, ::-1] for r in requests], relocated)
+    rotations = []
+    for request, (_, _, keypoints, _), image_landmarks, image_presence in zip(
+            requests, relocated, landmarks, presence, strict=True):
+        camera = mirror_camera(request.camera, request.image.shape[1])
+        rotations.append(np.array([
+            unmirror_rotation(face_pose(lm, kp, p, face_model, camera).r_cam_from_model)
+            for lm, kp, p in zip(image_landmarks, keypoints, image_presence, strict=True)
+        ]).reshape(-1, 3, 3))
+    return rotations
+
+
+def estimate(runtime: InferenceRuntime, requests: list[ImageRequest]) -> list[ImageResult]:
+    """Faces, poses and meshes for each image, in order."""
+    if not requests:
+        return []
+    located = locate_faces(runtime, requests)
+    landmarks, presence = fit_faces(runtime, [r.image for r in requests], located)
 
     face_model = load_canonical_face()
+    poses: list[list[Pose]] = []
+    with STAGE_SECONDS.labels("solve").time():
+        for request, (_, _, keypoints, _), image_landmarks, image_presence in zip(
+                requests, located, landmarks, presence, strict=True):
+            poses.append([face_pose(lm, kp, p, face_model, request.camera)
+                          for lm, kp, p in zip(image_landmarks, keypoints, image_presence,
+                                               strict=True)])
+    turned = [np.array([j for j, pose in enumerate(image_poses)
+                        if abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1])
+                        > MIRROR_ABOVE_YAW_DEG], dtype=int) for image_poses in poses]
+    if any(len(faces) for faces in turned):
+        with STAGE_SECONDS.labels("mirror").time():
+            mirrored = mirrored_rotations(runtime, requests, located, turned)
+        for request, image_poses, image_landmarks, faces, rotations in zip(
+                requests, poses, landmarks, turned, mirrored, strict=True):
+            for j, r_mirrored in zip(faces, rotations, strict=True):
+                image_poses[j] = pose_with_rotation(
+                    mean_rotation(image_poses[j].r_cam_from_model, r_mirrored),
+                    image_landmarks[j], face_model, request.camera)
+
     results = []
-    for request, (boxes, scores, keypoints, _), image_landmarks, image_presence in zip(
-        requests, located, landmarks, presence, strict=True
+    for request, (boxes, scores, _, _), image_landmarks, image_presence, image_poses in zip(
+        requests, located, landmarks, presence, poses, strict=True
     ):
         result = ImageResult(request.camera)
-        for box, score, face_keypoints, face_landmarks, face_presence in zip(
-            boxes, scores, keypoints, image_landmarks, image_presence, strict=True
+        for box, score, face_landmarks, face_presence, pose in zip(
+            boxes, scores, image_landmarks, image_presence, image_poses, strict=True
         ):
             if face_presence < request.options.min_presence:
                 continue
-            with STAGE_SECONDS.labels("solve").time():
-                pose = face_pose(face_landmarks, face_keypoints, face_presence, face_model,
-                                 request.camera)
-                vertices = mesh_in_camera_mm(face_landmarks, pose, face_model.vertices_mm,
-                                             request.camera)
+            vertices = mesh_in_camera_mm(face_landmarks, pose, face_model.vertices_mm,
+                                         request.camera)
             result.faces.append(Face(box, float(score), float(face_presence), pose,
                                      face_landmarks, vertices))
         if request.options.iris and result.faces:

@@ -157,6 +157,14 @@ def face_pose(landmarks_px: np.ndarray, keypoints_px: np.ndarray, presence: floa
     if abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1]) <= BLEND_ABOVE_YAW_DEG:
         return pose
     rotation = mean_rotation(pose.r_cam_from_model, from_keypoints.r_cam_from_model)
+    return pose_with_rotation(rotation, landmarks_px, face, camera)
+
+
+def pose_with_rotation(rotation: np.ndarray, landmarks_px: np.ndarray, face: CanonicalFace,
+                       camera: Camera) -> Pose:
+    """The pose with this rotation whose translation best fits the landmarks."""
+    points = landmarks_px[face.pnp_vertices, :2]
+    model = face.vertices_mm[face.pnp_vertices]
     translation = translation_for_rotation(rotation, points, model, camera)
     return Pose(rotation, translation,
                 reprojection_rmse(rotation, translation, points, model, camera))
