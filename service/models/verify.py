@@ -2,35 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-TOLERANCE = 1e-3
+from service.models import ModelBuildError
+from service.models.sources import ModelSource, OutputSpec
+
+TOLERANCE = 1e-3  # ONNX Runtime vs LiteRT, absolute, any output value
+BATCH_TOLERANCE = 1e-4  # one batch of N vs N batches of one
 
 
-class VerificationFailed(RuntimeError):
+class VerificationFailed(ModelBuildError):
     pass
 
 
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+def session_for(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def run_litert(tflite_model: bytes, image_nhwc: np.ndarray) -> list[np.ndarray]:
-    """Outputs of the TFLite model for a batch of one, each flattened to (1, -1)."""
+def run_litert(tflite_model: bytes, images: np.ndarray) -> list[np.ndarray]:
+    """The TFLite model's outputs, one image at a time (as MediaPipe runs it).
+
+    images: (N, S, S, 3) float32. Returns each output as (N, values per item).
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=tflite_model)
     interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image_nhwc)
-    interpreter.invoke()
-    return [interpreter.get_tensor(d["index"]).reshape(1, -1)
-            for d in interpreter.get_output_details()]
+    (image_input,) = interpreter.get_input_details()
+    results: list[list[np.ndarray]] = [[] for _ in interpreter.get_output_details()]
+    for image in images:
+        interpreter.set_tensor(image_input["index"], image[None])
+        interpreter.invoke()
+        for result, detail in zip(results, interpreter.get_output_details(), strict=True):
+            result.append(interpreter.get_tensor(detail["index"]).reshape(1, -1))
+    return [np.concatenate(result) for result in results]
 
 
-def sample_inputs(size: int, value_range: tuple[float, float], count: int) -> np.ndarray:
-    """Deterministic images in the model's input range: noise and smooth gradients.
+def random_inputs(size: int, value_range: tuple[float, float], count: int) -> np.ndarray:
+    """Deterministic images in the model's input range, from smooth gradient to pure noise.
 
     Returns: (count, size, size, 3) float32 NHWC.
     """
@@ -42,33 +55,64 @@ def sample_inputs(size: int, value_range: tuple[float, float], count: int) -> np
     return (blend * noise + (1 - blend) * ramp).astype(np.float32)
 
 
-def max_abs_difference(tflite_model: bytes, model: onnx.ModelProto,
-                       value_range: tuple[float, float], count: int = 4) -> float:
-    """Largest output difference between LiteRT and ONNX Runtime over sample inputs.
+def astronaut_input(box: tuple[int, int, int, int], size: int,
+                    value_range: tuple[float, float]) -> np.ndarray | None:
+    """A crop of skimage's astronaut photo as the model takes it, or None without scikit-image.
 
-    Outputs are matched by their number of values per item.
+    Returns: (1, size, size, 3) float32 RGB scaled to ``value_range``.
     """
-    session = _session(model)
-    name, size = session.get_inputs()[0].name, session.get_inputs()[0].shape[2]
-    worst = 0.0
-    for image in sample_inputs(size, value_range, count):
-        expected = {e.size: e for e in run_litert(tflite_model, image[None])}
-        actual = session.run(None, {name: image[None].transpose(0, 3, 1, 2)})
-        for output in actual:
-            flat = output.reshape(1, -1)
-            worst = max(worst, float(np.abs(flat - expected[flat.size]).max()))
-    return worst
+    try:
+        from skimage import data
+    except ImportError:
+        return None
+    import cv2
+
+    x0, y0, x1, y1 = box
+    crop = cv2.resize(data.astronaut()[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
+    low, high = value_range
+    return (low + (high - low) * crop.astype(np.float32) / 255.0)[None]
 
 
-def batch_difference(model: onnx.ModelProto, value_range: tuple[float, float],
-                     batch: int = 5) -> float:
-    """Largest difference between one batch-of-N call and N batch-of-1 calls."""
-    session = _session(model)
-    name, size = session.get_inputs()[0].name, session.get_inputs()[0].shape[2]
-    images = sample_inputs(size, value_range, batch).transpose(0, 3, 1, 2)
+def verification_inputs(source: ModelSource, random_count: int = 4) -> np.ndarray:
+    """Random images plus, where scikit-image is installed, a real one.
+
+    Returns: (N, S, S, 3) float32 NHWC in the model's input range.
+    """
+    images = [random_inputs(source.input_size, source.input_range, random_count)]
+    real = astronaut_input(source.sample_box, source.input_size, source.input_range)
+    if real is not None:
+        images.append(real)
+    return np.concatenate(images)
+
+
+def litert_differences(tflite_model: bytes, session: ort.InferenceSession, images: np.ndarray,
+                       outputs: Sequence[OutputSpec]) -> dict[str, float]:
+    """Largest |ONNX Runtime - LiteRT| per output over ``images`` (N, S, S, 3).
+
+    TFLite outputs are matched to ``outputs`` by their number of values per item.
+    """
+    expected = {result.shape[1]: result for result in run_litert(tflite_model, images)}
+    names = [spec.name for spec in outputs]
+    actual = dict(zip(names, session.run(names, {session.get_inputs()[0].name: images}),
+                      strict=True))
+    return {
+        spec.name: float(np.abs(actual[spec.name].reshape(len(images), -1)
+                                - expected[spec.size]).max())
+        for spec in outputs
+    }
+
+
+def batch_difference(session: ort.InferenceSession, images: np.ndarray) -> float:
+    """Largest difference between one batch-of-N call and N batch-of-1 calls.
+
+    images: (N, S, S, 3). Also fails if the batched outputs do not have N items.
+    """
+    name = session.get_inputs()[0].name
     batched = session.run(None, {name: images})
     singles = [session.run(None, {name: image[None]}) for image in images]
-    return max(
-        float(np.abs(batched[k] - np.concatenate([s[k] for s in singles])).max())
-        for k in range(len(batched))
-    )
+    worst = 0.0
+    for k, whole in enumerate(batched):
+        if whole.shape[0] != len(images):
+            raise VerificationFailed(f"batch of {len(images)} gave {whole.shape[0]} results")
+        worst = max(worst, float(np.abs(whole - np.concatenate([s[k] for s in singles])).max()))
+    return worst
