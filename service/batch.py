@@ -109,7 +109,7 @@ class BatchRun:
     async def _stream_once(self, stub: pb_grpc.FacePoseStub) -> None:
         """One stream until everything pending is answered; on failure the unanswered go back
         to the front of the queue."""
-        in_flight: dict[str, str] = {}
+        in_flight: set[str] = set()
         slots = asyncio.Semaphore(self.concurrency)
         call = stub.EstimateStream()
 
@@ -118,14 +118,17 @@ class BatchRun:
                 await slots.acquire()
                 if not self.pending:
                     break
+                # In flight from the moment it leaves the queue: if the stream breaks while
+                # the file is being read, the path still goes back.
                 path = self.pending.popleft()
+                in_flight.add(path)
                 try:
                     data = await asyncio.to_thread(Path(path).read_bytes)
                 except OSError as exc:
+                    in_flight.discard(path)
                     self.record(path, None, {"code": "unreadable_file", "message": str(exc)})
                     slots.release()
                     continue
-                in_flight[path] = path
                 await call.write(pb.StreamRequest(id=path, image=pb.Image(data=data),
                                                   options=self.options))
             await call.done_writing()
@@ -133,13 +136,13 @@ class BatchRun:
         sender = asyncio.create_task(send())
         try:
             async for result in call:
-                path = in_flight.pop(result.id)
-                self.record(path, image_result_to_dict(result.result))
+                in_flight.discard(result.id)
+                self.record(result.id, image_result_to_dict(result.result))
                 slots.release()
             await sender
         finally:
             sender.cancel()
-            self.pending.extendleft(reversed(list(in_flight)))
+            self.pending.extendleft(sorted(in_flight, reverse=True))
 
     async def run(self) -> None:
         channel_options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

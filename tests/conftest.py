@@ -29,18 +29,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_until(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until ``url`` answers 200 (the server process must stay up meanwhile)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready after {timeout} s")
+    raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
 
 
 @contextmanager
@@ -55,28 +56,11 @@ def gateway(extra_env: dict[str, str] | None = None, wait_ready: bool = True) ->
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        if wait_ready:
-            wait_until_ready(url, process)
-        else:
-            wait_until_alive(url, process)
+        wait_until(f"{url}/readyz" if wait_ready else f"{url}/healthz", process)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-def wait_until_alive(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not alive after {timeout} s")
 
 
 @pytest.fixture(scope="session")
