@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from service.metrics import GROUP_IMAGES, GROUP_REQUESTS, STAGE_SECONDS
+from service.metrics import GROUP_IMAGES, GROUP_REQUESTS, QUEUE_DEPTH, STAGE_SECONDS
 from service.pipeline.pipeline import ImageRequest, ImageResult
 
 Run = Callable[[list[ImageRequest]], list[ImageResult]]
@@ -49,6 +49,7 @@ class RequestBatcher:
             return []
         future: asyncio.Future[list[ImageResult]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(requests, future))
+        QUEUE_DEPTH.inc(len(requests))
         return await future
 
     async def _collect(self) -> list[_Pending]:
@@ -73,6 +74,7 @@ class RequestBatcher:
     async def _work(self) -> None:
         while True:
             group = await self._collect()
+            QUEUE_DEPTH.dec(sum(len(p.requests) for p in group))
             # A caller that went away (cancelled) needs no work done for it.
             group = [p for p in group if not p.future.done()]
             if not group:

@@ -8,6 +8,10 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
 
 from service.config import get_settings
 
@@ -26,16 +30,30 @@ def _models_build(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from service.api.rest import create_app
+    from service.logs import configure_logging
 
     settings = get_settings()
-    host = args.host or settings.host
-    port = args.port or settings.port
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                timeout_graceful_shutdown=10)
+    configure_logging()
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=args.host or settings.host, port=args.port or settings.port,
+                            log_config=None, access_log=False,
+                            timeout_graceful_shutdown=settings.shutdown_grace_s)
+    DrainingServer(config, app).run()
     return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM or SIGINT, readiness fails at once; uvicorn then stops accepting, lets the
+    requests in flight finish (up to FACEPOSE_SHUTDOWN_GRACE_S) and exits."""
+
+    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.app.state.draining = True
+        super().handle_exit(sig, frame)
 
 
 def _triton(args: argparse.Namespace) -> int:

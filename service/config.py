@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
     batch_workers: int = Field(default=2, ge=1)
     retry_after_s: int = 5
+    # On SIGTERM: how long requests in flight may take to finish before the process exits.
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
     ort_intra_op_threads: int = Field(default=1, ge=0)
 
     # Limits on what a client may send; checked before anything expensive.

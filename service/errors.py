@@ -57,3 +57,8 @@ class BodyTooLarge(FaceposeError):
 class BackendUnavailable(FaceposeError):
     code = "backend_unavailable"
     status = 503
+
+
+class DeadlineExceeded(FaceposeError):
+    code = "deadline_exceeded"
+    status = 504

@@ -1,21 +1,36 @@
-"""Prometheus metrics, defined once; transports and the pipeline observe them."""
+"""Prometheus metrics, defined once; transports, batcher, pipeline and runtimes observe them.
+
+Names follow Prometheus conventions: `facepose_` prefix, base units, `_total` counters.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from service import __version__
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 REQUESTS = Counter(
-    "facepose_requests_total", "Requests answered.", ["route", "method", "status"]
+    "facepose_requests_total", "Requests answered, by route, transport and status code.",
+    ["route", "transport", "code"],
 )
 REQUEST_SECONDS = Histogram(
-    "facepose_request_duration_seconds", "Request latency, end to end.", ["route"],
+    "facepose_request_duration_seconds", "Request latency, end to end.", ["route", "transport"],
     buckets=_LATENCY_BUCKETS,
 )
+REQUESTS_IN_FLIGHT = Gauge(
+    "facepose_requests_in_flight", "Requests being handled now.", ["transport"],
+)
 STAGE_SECONDS = Histogram(
-    "facepose_stage_duration_seconds", "Time spent per pipeline stage and call.", ["stage"],
-    buckets=_LATENCY_BUCKETS,
+    "facepose_stage_duration_seconds",
+    "Time per pipeline stage and call: decode, detect, crop, mesh, solve, mirror, iris, "
+    "serialize, and queue (waiting for the batcher).",
+    ["stage"], buckets=_LATENCY_BUCKETS,
+)
+QUEUE_DEPTH = Gauge(
+    "facepose_queue_depth_images", "Images waiting for the batcher.",
 )
 FACES_PER_IMAGE = Histogram(
     "facepose_faces_per_image", "Faces returned per image.",
@@ -23,16 +38,38 @@ FACES_PER_IMAGE = Histogram(
 )
 BATCH_SIZE = Histogram(
     "facepose_model_batch_size", "Batch size of each model call.", ["model"],
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-)
-IMAGE_ERRORS = Counter(
-    "facepose_image_errors_total", "Images that failed, by error code.", ["code"]
+    buckets=_COUNT_BUCKETS,
 )
 GROUP_IMAGES = Histogram(
     "facepose_batch_images", "Images per pipeline call (concurrent requests grouped).",
-    buckets=(1, 2, 4, 8, 16, 32, 64),
+    buckets=_COUNT_BUCKETS,
 )
 GROUP_REQUESTS = Histogram(
     "facepose_batch_requests", "Requests grouped into one pipeline call.",
-    buckets=(1, 2, 4, 8, 16, 32, 64),
+    buckets=_COUNT_BUCKETS,
 )
+INFERENCE_SECONDS = Histogram(
+    "facepose_inference_duration_seconds", "Inference runtime call latency.",
+    ["runtime", "model"], buckets=_LATENCY_BUCKETS,
+)
+INFERENCE_FAILURES = Counter(
+    "facepose_inference_failures_total", "Inference runtime calls that failed.",
+    ["runtime", "model"],
+)
+IMAGE_ERRORS = Counter(
+    "facepose_image_errors_total", "Images that failed, by error code.", ["code"],
+)
+BACKEND_READY = Gauge(
+    "facepose_backend_ready", "1 while the inference runtime is ready, else 0.",
+)
+BUILD = Info("facepose_build", "Version of the service and the runtime it uses.")
+MODEL_INFO = Gauge(
+    "facepose_model_info", "Models loaded, with the sha256 of each ONNX file (value 1).",
+    ["model", "sha256"],
+)
+
+
+def describe_build(runtime: str, model_hashes: dict[str, str]) -> None:
+    BUILD.info({"version": __version__, "runtime": runtime})
+    for model, sha256 in model_hashes.items():
+        MODEL_INFO.labels(model, sha256).set(1)

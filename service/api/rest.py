@@ -4,6 +4,7 @@
 # time, and they refer to names local to create_app.
 
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -33,15 +34,21 @@ from service.errors import (
     UnsupportedImage,
 )
 from service.estimate import decode_images, fill_entries
+from service.grpc.server import GrpcServer
+from service.logs import log_request, request_id_from
 from service.metrics import (
+    BACKEND_READY,
     REQUEST_SECONDS,
     REQUESTS,
+    REQUESTS_IN_FLIGHT,
+    describe_build,
 )
 from service.pipeline.decode import SUPPORTED_FORMATS
 from service.pipeline.pipeline import estimate
 from service.pipeline.solve import load_canonical_face
 from service.runtime import create_runtime
 from service.runtime.base import InferenceRuntime
+from service.runtime.model_config import model_hashes
 
 IMAGE_CONTENT_TYPES = frozenset(SUPPORTED_FORMATS.values())
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -109,25 +116,44 @@ async def read_images(request: Request, settings: Settings) -> tuple[list[bytes]
                            "image/png, image/webp or multipart/form-data with parts 'images'")
 
 
+async def is_ready(app: FastAPI) -> bool:
+    """Ready: not draining for shutdown, and the inference runtime ready."""
+    ready = not app.state.draining and await run_in_threadpool(app.state.runtime.is_ready)
+    BACKEND_READY.set(int(ready))
+    return ready
+
+
+async def watch_readiness(app: FastAPI, grpc_server: GrpcServer | None,
+                          period_s: float = 1.0) -> None:
+    """Keep the readiness gauge and the gRPC health service current between probes."""
+    while True:
+        ready = await is_ready(app)
+        if grpc_server is not None:
+            await grpc_server.set_serving(ready)
+        await asyncio.sleep(period_s)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from service.grpc.server import GrpcServer
-
         runtime = create_runtime(settings)
         load_canonical_face()
         batcher = RequestBatcher(partial(estimate, runtime), settings.batch_max_images,
                                  settings.batch_max_wait_ms / 1000, settings.batch_workers)
         app.state.runtime, app.state.batcher = runtime, batcher
+        app.state.draining = False
+        describe_build(settings.runtime, model_hashes(settings.model_repository))
         batcher.start()
         grpc_server = GrpcServer(settings, runtime, batcher) if settings.grpc_port else None
         if grpc_server is not None:
             await grpc_server.start()
+        watch = asyncio.create_task(watch_readiness(app, grpc_server))
         yield
+        watch.cancel()
         if grpc_server is not None:
-            await grpc_server.stop(grace_s=5.0)
+            await grpc_server.stop(grace_s=settings.shutdown_grace_s)
         await batcher.stop()
         runtime.close()
 
@@ -162,12 +188,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.middleware("http")
     async def observe(request: Request,
                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request_id = request_id_from(request.headers.get("x-request-id"))
         started = time.perf_counter()
-        response = await call_next(request)
+        with REQUESTS_IN_FLIGHT.labels("http").track_inprogress():
+            response = await call_next(request)
+        seconds = time.perf_counter() - started
         route = request.scope.get("route")
         path = route.path if route is not None else "unmatched"
-        REQUEST_SECONDS.labels(path).observe(time.perf_counter() - started)
-        REQUESTS.labels(path, request.method, str(response.status_code)).inc()
+        REQUEST_SECONDS.labels(path, "http").observe(seconds)
+        REQUESTS.labels(path, "http", str(response.status_code)).inc()
+        response.headers["X-Request-ID"] = request_id
+        log_request(request_id, "http", request.method, path, str(response.status_code),
+                    seconds)
         return response
 
     @app.post(
@@ -250,7 +282,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", response_model=schemas.Health, responses={503: {"model": schemas.Health}})
     async def readyz(request: Request) -> Response:
-        ready = await run_in_threadpool(request.app.state.runtime.is_ready)
+        ready = await is_ready(request.app)
         return JSONResponse({"status": "ok" if ready else "not_ready"},
                             status_code=200 if ready else 503)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -15,6 +18,7 @@ from service.config import Settings
 from service.errors import (
     BackendUnavailable,
     BodyTooLarge,
+    DeadlineExceeded,
     FaceposeError,
     ImageTooLarge,
     TooManyImages,
@@ -23,7 +27,8 @@ from service.estimate import decode_images, fill_entries
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
 from service.grpc.convert import boxes_from_proto, image_result_to_proto, options_from_proto
-from service.metrics import REQUEST_SECONDS, REQUESTS
+from service.logs import log_request, request_id_from
+from service.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT
 from service.pipeline.solve import load_canonical_face
 from service.runtime.base import InferenceRuntime
 
@@ -38,6 +43,8 @@ def status_for(error: FaceposeError) -> grpc.StatusCode:
     """The gRPC status of each error type; the HTTP ones live on the types themselves."""
     if isinstance(error, BackendUnavailable):
         return grpc.StatusCode.UNAVAILABLE
+    if isinstance(error, DeadlineExceeded):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
     if isinstance(error, RESOURCE_ERRORS):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     return grpc.StatusCode.INVALID_ARGUMENT
@@ -45,12 +52,40 @@ def status_for(error: FaceposeError) -> grpc.StatusCode:
 
 async def within_deadline(work: Awaitable[T], context: grpc.aio.ServicerContext) -> T:
     """Await work, but no longer than the client's deadline."""
-    remaining = context.time_remaining()
     try:
-        return await asyncio.wait_for(work, remaining)
+        return await asyncio.wait_for(work, context.time_remaining())
     except TimeoutError:
-        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed")
-        raise  # abort raises; this is for the type checker
+        raise DeadlineExceeded("the deadline passed before the work was done") from None
+
+
+@dataclass
+class ObservedCall:
+    code: grpc.StatusCode = grpc.StatusCode.OK
+
+
+@contextmanager
+def observed_call(context: grpc.aio.ServicerContext, method: str) -> Iterator[ObservedCall]:
+    """Metrics and a log line for one RPC, with the client's x-request-id if it sent one."""
+    metadata = dict(context.invocation_metadata() or ())
+    request_id = request_id_from(metadata.get("x-request-id"))
+    route = f"/facepose.v1.FacePose/{method}"
+    call = ObservedCall()
+    started = time.perf_counter()
+    try:
+        with REQUESTS_IN_FLIGHT.labels("grpc").track_inprogress():
+            yield call
+    except asyncio.CancelledError:
+        call.code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception:
+        if call.code == grpc.StatusCode.OK:
+            call.code = grpc.StatusCode.UNKNOWN
+        raise
+    finally:
+        seconds = time.perf_counter() - started
+        REQUEST_SECONDS.labels(route, "grpc").observe(seconds)
+        REQUESTS.labels(route, "grpc", call.code.name).inc()
+        log_request(request_id, "grpc", "POST", route, call.code.name, seconds)
 
 
 class FacePoseServicer(pb_grpc.FacePoseServicer):
@@ -80,14 +115,13 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
 
     async def Estimate(self, request: pb.EstimateRequest,
                        context: grpc.aio.ServicerContext) -> pb.EstimateResponse:
-        with REQUEST_SECONDS.labels("grpc:Estimate").time():
+        with observed_call(context, "Estimate") as call:
             try:
                 results = await within_deadline(
                     self._estimate(list(request.images), request.options), context)
             except FaceposeError as exc:
-                REQUESTS.labels("grpc:Estimate", "grpc", status_for(exc).name).inc()
-                await context.abort(status_for(exc), f"{exc.code}: {exc.message}")
-            REQUESTS.labels("grpc:Estimate", "grpc", "OK").inc()
+                call.code = status_for(exc)
+                await context.abort(call.code, f"{exc.code}: {exc.message}")
             return pb.EstimateResponse(results=results)
 
     async def _stream_item(self, item: pb.StreamRequest) -> pb.StreamResult:
@@ -97,12 +131,17 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
             raise
         except FaceposeError as exc:
             result = pb.ImageResult(error=pb.Error(code=exc.code, message=exc.message))
-        REQUESTS.labels("grpc:EstimateStream", "grpc", "OK" if not result.HasField("error")
-                        else result.error.code).inc()
         return pb.StreamResult(id=item.id, result=result)
 
     async def EstimateStream(self, request_iterator: AsyncIterator[pb.StreamRequest],
                              context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResult]:
+        with observed_call(context, "EstimateStream") as call:
+            async for result in self._stream(request_iterator, context, call):
+                yield result
+
+    async def _stream(self, request_iterator: AsyncIterator[pb.StreamRequest],
+                      context: grpc.aio.ServicerContext, call: ObservedCall
+                      ) -> AsyncIterator[pb.StreamResult]:
         finished: asyncio.Queue[pb.StreamResult | BaseException | None] = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
         tasks: set[asyncio.Task[None]] = set()
@@ -131,7 +170,8 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
         try:
             while (result := await finished.get()) is not None:
                 if isinstance(result, FaceposeError):
-                    await context.abort(status_for(result), f"{result.code}: {result.message}")
+                    call.code = status_for(result)
+                    await context.abort(call.code, f"{result.code}: {result.message}")
                 if isinstance(result, BaseException):
                     raise result
                 yield result
@@ -149,16 +189,6 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
             landmarks68=face.landmarks68.tolist(),
             canonical_vertices_mm=face.vertices_mm.ravel().tolist(),
         )
-
-
-async def _report_health(runtime: InferenceRuntime, servicer: health.aio.HealthServicer) -> None:
-    while True:
-        ready = await asyncio.to_thread(runtime.is_ready)
-        status = (health_pb2.HealthCheckResponse.SERVING if ready
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
-        for name in ("", SERVICE_NAME):
-            await servicer.set(name, status)
-        await asyncio.sleep(1.0)
 
 
 class GrpcServer:
@@ -179,15 +209,17 @@ class GrpcServer:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), self.server)
         self.port = self.server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-        self.runtime = runtime
-        self._health_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.server.start()
-        self._health_task = asyncio.create_task(_report_health(self.runtime, self.health))
+
+    async def set_serving(self, ready: bool) -> None:
+        """What the standard health service answers, for the server and for FacePose."""
+        status = (health_pb2.HealthCheckResponse.SERVING if ready
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
 
     async def stop(self, grace_s: float) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.metrics import BATCH_SIZE, STAGE_SECONDS
+from service.metrics import BATCH_SIZE, INFERENCE_FAILURES, INFERENCE_SECONDS
 from service.runtime.model_config import ModelSpec
 
 
@@ -30,7 +30,13 @@ def split_batches(batch_size: int, max_batch_size: int) -> list[slice]:
 
 def infer(runtime: InferenceRuntime, model: str, inputs: dict[str, np.ndarray]
           ) -> dict[str, np.ndarray]:
-    """``runtime.infer`` with its batch size and latency recorded; the pipeline calls this."""
+    """``runtime.infer`` with its batch size, latency and failures recorded; the pipeline
+    calls this."""
+    kind = type(runtime).__name__.removesuffix("Runtime").lower()
     BATCH_SIZE.labels(model).observe(len(next(iter(inputs.values()))))
-    with STAGE_SECONDS.labels(f"infer_{model}").time():
-        return runtime.infer(model, inputs)
+    try:
+        with INFERENCE_SECONDS.labels(kind, model).time():
+            return runtime.infer(model, inputs)
+    except Exception:
+        INFERENCE_FAILURES.labels(kind, model).inc()
+        raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +82,14 @@ def load_model_specs(repository: Path) -> dict[str, ModelSpec]:
         parse_model_config(path.read_text()) for path in sorted(repository.glob("*/config.pbtxt"))
     ]
     return {spec.name: spec for spec in specs}
+
+
+def model_hashes(repository: Path) -> dict[str, str]:
+    """sha256 of each built model.onnx, from the manifests the model build writes."""
+    hashes = {}
+    for manifest in sorted(repository.glob("*/1/manifest.json")):
+        try:
+            hashes[manifest.parent.parent.name] = json.loads(manifest.read_text())["onnx_sha256"]
+        except (ValueError, KeyError):
+            continue
+    return hashes
