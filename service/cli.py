@@ -39,6 +39,10 @@ def _serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=args.host or settings.host, port=args.port or settings.port,
                             log_config=None, access_log=False,
                             timeout_graceful_shutdown=settings.shutdown_grace_s)
+    # uvicorn re-raises the signal it stopped on, once it has shut down gracefully; with this
+    # handler in place that is a no-op, so a drained SIGTERM exits 0 as orchestrators expect.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     DrainingServer(config, app).run()
     return 0
 
