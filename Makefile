@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 BIN := $(VENV)/bin
 
-.PHONY: env models run run-triton test lint eval clean
+.PHONY: env models tools run run-triton test lint eval clean
 
 env: $(VENV)/.installed
 
@@ -31,7 +31,15 @@ run-triton: models
 lint: env
 	$(BIN)/ruff check .
 
-test: models lint
+# Prometheus and promtool (Debian's package) for the observability tests; without apt they skip.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus; \
+	  else echo "apt-get unavailable: Prometheus tests will be skipped"; fi; }
+
+test: models lint tools
 	$(BIN)/pytest -q -rs
 
 eval: models
