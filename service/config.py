@@ -39,6 +39,19 @@ class Settings(BaseSettings):
     max_image_bytes: int = 16 * 1024 * 1024
     max_image_pixels: int = 50_000_000
     max_faces_per_image: int = 32
+    max_boxes_per_image: int = 64
+    # Requests in the service at once (all transports); more are refused with 429 at once.
+    max_in_flight_requests: int = Field(default=64, ge=1)
+    # Server-side deadline of each request, queueing included.
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+    # Access: API keys (none = open), and whether /healthz, /readyz, /metrics and gRPC health
+    # and reflection need one too.
+    api_keys: str = ""
+    api_keys_file: Path | None = None
+    protect_health_and_metrics: bool = False
+    # Browser origins allowed by CORS, comma-separated ("*" for any); empty: CORS off.
+    cors_origins: str = ""
 
     # Defaults for the request options of the same names.
     default_max_faces: int = 16

@@ -62,3 +62,18 @@ class BackendUnavailable(FaceposeError):
 class DeadlineExceeded(FaceposeError):
     code = "deadline_exceeded"
     status = 504
+
+
+class Overloaded(FaceposeError):
+    code = "overloaded"
+    status = 429
+
+
+class Unauthorized(FaceposeError):
+    code = "unauthorized"
+    status = 401
+
+
+class TooManyBoxes(FaceposeError):
+    code = "too_many_boxes"
+    status = 413

@@ -56,6 +56,10 @@ INFERENCE_FAILURES = Counter(
     "facepose_inference_failures_total", "Inference runtime calls that failed.",
     ["runtime", "model"],
 )
+ADMISSION_REJECTED = Counter(
+    "facepose_admission_rejected_total", "Requests refused at once because the service was full.",
+    ["transport"],
+)
 IMAGE_ERRORS = Counter(
     "facepose_image_errors_total", "Images that failed, by error code.", ["code"],
 )

@@ -29,14 +29,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_until(url: str, process: subprocess.Popen[bytes], timeout: float = 60,
+               headers: dict[str, str] | None = None) -> None:
     """Until ``url`` answers 200 (the server process must stay up meanwhile)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, headers=headers).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -45,7 +46,8 @@ def wait_until(url: str, process: subprocess.Popen[bytes], timeout: float = 60) 
 
 
 @contextmanager
-def gateway(extra_env: dict[str, str] | None = None, wait_ready: bool = True) -> Iterator[str]:
+def gateway(extra_env: dict[str, str] | None = None, wait_ready: bool = True,
+            headers: dict[str, str] | None = None) -> Iterator[str]:
     """A real gateway process (`facepose serve`) on a free loopback port; yields its URL."""
     port = free_port()
     env = {**os.environ, **SERVER_ENV, "FACEPOSE_GRPC_PORT": str(free_port()),
@@ -56,7 +58,8 @@ def gateway(extra_env: dict[str, str] | None = None, wait_ready: bool = True) ->
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(f"{url}/readyz" if wait_ready else f"{url}/healthz", process)
+        wait_until(f"{url}/readyz" if wait_ready else f"{url}/healthz", process,
+                   headers=headers)
         yield url
     finally:
         process.terminate()

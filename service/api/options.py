@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.config import Settings
-from service.errors import BadOption
+from service.errors import BadOption, TooManyBoxes
 from service.pipeline.pipeline import Options
 from service.pipeline.solve import Camera, default_camera
 
@@ -55,7 +55,7 @@ def _finite(name: str, value: float | None, positive: bool = False) -> float | N
     return value
 
 
-def parse_boxes(text: str | None, image_count: int) -> list[np.ndarray] | None:
+def parse_boxes(text: str | None, image_count: int, limit: int) -> list[np.ndarray] | None:
     """``boxes``: JSON, per image a list of [x1, y1, x2, y2] face boxes in pixels."""
     if text is None:
         return None
@@ -73,12 +73,15 @@ def parse_boxes(text: str | None, image_count: int) -> list[np.ndarray] | None:
             for box in image_boxes
         ):
             raise BadOption(f"boxes[{index}] must be a list of [x1, y1, x2, y2] number lists")
-        parsed.append(check_boxes(np.array(image_boxes, np.float64).reshape(-1, 4), index))
+        parsed.append(check_boxes(np.array(image_boxes, np.float64).reshape(-1, 4), index, limit))
     return parsed
 
 
-def check_boxes(boxes: np.ndarray, index: int) -> np.ndarray:
-    """(N, 4) client boxes of image ``index``, returned if valid; raises BadOption."""
+def check_boxes(boxes: np.ndarray, index: int, limit: int) -> np.ndarray:
+    """(N, 4) client boxes of image ``index``, returned if valid; raises BadOption or
+    TooManyBoxes."""
+    if len(boxes) > limit:
+        raise TooManyBoxes(f"boxes[{index}]: {len(boxes)} boxes; the limit is {limit}")
     if not np.isfinite(boxes).all() or (boxes[:, 2:] <= boxes[:, :2]).any():
         raise BadOption(f"boxes[{index}]: every box needs finite x1 < x2 and y1 < y2")
     return boxes

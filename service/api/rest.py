@@ -9,28 +9,33 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
+from service.admission import AdmissionGate
 from service.api import schemas
 from service.api.options import parse_boxes, parse_options
 from service.api.serialize import error_dict
+from service.auth import check_key, load_keys, presented_key
 from service.batching import RequestBatcher
 from service.config import Settings, get_settings
 from service.errors import (
     BackendUnavailable,
     BadRequestBody,
     BodyTooLarge,
+    DeadlineExceeded,
     FaceposeError,
     TooManyImages,
+    Unauthorized,
     UnsupportedImage,
 )
 from service.estimate import decode_images, fill_entries
@@ -50,9 +55,11 @@ from service.runtime import create_runtime
 from service.runtime.base import InferenceRuntime
 from service.runtime.model_config import model_hashes
 
+T = TypeVar("T")
 IMAGE_CONTENT_TYPES = frozenset(SUPPORTED_FORMATS.values())
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": schemas.ErrorResponse} for status in (400, 413, 415, 422, 503)
+    status: {"model": schemas.ErrorResponse}
+    for status in (400, 401, 413, 415, 422, 429, 503, 504)
 }
 
 
@@ -116,6 +123,14 @@ async def read_images(request: Request, settings: Settings) -> tuple[list[bytes]
                            "image/png, image/webp or multipart/form-data with parts 'images'")
 
 
+async def within(seconds: float, work: Awaitable[T]) -> T:
+    """The server-side deadline of a request."""
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        raise DeadlineExceeded(f"not done within the {seconds:g} s request deadline") from None
+
+
 async def is_ready(app: FastAPI) -> bool:
     """Ready: not draining for shutdown, and the inference runtime ready."""
     ready = not app.state.draining and await run_in_threadpool(app.state.runtime.is_ready)
@@ -144,9 +159,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                  settings.batch_max_wait_ms / 1000, settings.batch_workers)
         app.state.runtime, app.state.batcher = runtime, batcher
         app.state.draining = False
+        app.state.gate = AdmissionGate(settings.max_in_flight_requests)
         describe_build(settings.runtime, model_hashes(settings.model_repository))
         batcher.start()
-        grpc_server = GrpcServer(settings, runtime, batcher) if settings.grpc_port else None
+        grpc_server = (GrpcServer(settings, runtime, batcher, app.state.gate)
+                       if settings.grpc_port else None)
         if grpc_server is not None:
             await grpc_server.start()
         watch = asyncio.create_task(watch_readiness(app, grpc_server))
@@ -165,12 +182,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONResponse,
     )
 
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware,
+                           allow_origins=[o.strip() for o in settings.cors_origins.split(",")],
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "X-Request-ID",
+                                          "Content-Type"],
+                           expose_headers=["X-Request-ID", "Retry-After"])
+
     @app.exception_handler(FaceposeError)
     async def facepose_error(request: Request, exc: FaceposeError) -> JSONResponse:
         response = error_response(exc.status, exc.code, exc.message)
-        if exc.status == 503:
+        if exc.status in (429, 503):
             response.headers["Retry-After"] = str(settings.retry_after_s)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
         return response
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        # Logged with its traceback by the server; the client learns nothing internal.
+        return error_response(500, "internal_error", "internal error")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -184,6 +216,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
+
+    api_keys = load_keys(settings.api_keys, settings.api_keys_file)
+    open_paths = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    if not settings.protect_health_and_metrics:
+        open_paths |= {"/healthz", "/readyz", "/metrics"}
+
+    @app.middleware("http")
+    async def authenticate(request: Request,
+                           call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if api_keys and request.url.path not in open_paths and request.method != "OPTIONS":
+            try:
+                check_key(api_keys, presented_key(request.headers.get("authorization"),
+                                                  request.headers.get("x-api-key")))
+            except Unauthorized as exc:
+                return await facepose_error(request, exc)
+        return await call_next(request)
 
     @app.middleware("http")
     async def observe(request: Request,
@@ -242,14 +290,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 min_score=min_score, min_presence=min_presence,
                                 fx=fx, fy=fy, cx=cx, cy=cy)
         runtime: InferenceRuntime = request.app.state.runtime
-        if not await run_in_threadpool(runtime.is_ready):
-            raise BackendUnavailable("the inference server is not ready")
-        encoded, raw_body = await read_images(request, settings)
-        options.boxes = parse_boxes(boxes, len(encoded))
-        entries, images = await run_in_threadpool(decode_images, settings, encoded, options,
-                                                   raw_body)
-        results = await request.app.state.batcher.submit(images)
-        entries = await run_in_threadpool(fill_entries, entries, results, options.include)
+        with request.app.state.gate.admit("http"):
+            if not await run_in_threadpool(runtime.is_ready):
+                raise BackendUnavailable("the inference server is not ready")
+            encoded, raw_body = await read_images(request, settings)
+            options.boxes = parse_boxes(boxes, len(encoded), settings.max_boxes_per_image)
+            entries, images = await run_in_threadpool(decode_images, settings, encoded,
+                                                       options, raw_body)
+            results = await within(settings.request_timeout_s,
+                                   request.app.state.batcher.submit(images))
+            entries = await run_in_threadpool(fill_entries, entries, results, options.include)
         return JSONResponse({"images": entries})
 
     @app.get("/v1/mesh/topology", response_model=schemas.MeshTopology)

@@ -33,12 +33,12 @@ def options_from_proto(settings: Settings, options: pb.Options) -> RequestOption
     )
 
 
-def boxes_from_proto(image: pb.Image, index: int) -> np.ndarray | None:
+def boxes_from_proto(image: pb.Image, index: int, limit: int) -> np.ndarray | None:
     """(N, 4) client boxes, or None to run the detector; raises BadOption."""
     if not image.use_boxes:
         return None
     boxes = np.array([[b.x1, b.y1, b.x2, b.y2] for b in image.boxes], np.float64)
-    return check_boxes(boxes.reshape(-1, 4), index)
+    return check_boxes(boxes.reshape(-1, 4), index, limit)
 
 
 def _flat(values: list[Any] | None) -> list[float]:

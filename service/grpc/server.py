@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -13,6 +13,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from service.admission import AdmissionGate
+from service.auth import check_key, load_keys, presented_key
 from service.batching import RequestBatcher
 from service.config import Settings
 from service.errors import (
@@ -21,7 +23,10 @@ from service.errors import (
     DeadlineExceeded,
     FaceposeError,
     ImageTooLarge,
+    Overloaded,
+    TooManyBoxes,
     TooManyImages,
+    Unauthorized,
 )
 from service.estimate import decode_images, fill_entries
 from service.grpc import facepose_pb2 as pb
@@ -36,7 +41,9 @@ T = TypeVar("T")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FacePose"].full_name
 # Images of one stream estimated at once; more wait for a free slot.
 STREAM_IN_FLIGHT = 8
-RESOURCE_ERRORS = (ImageTooLarge, TooManyImages, BodyTooLarge)
+RESOURCE_ERRORS = (ImageTooLarge, TooManyImages, TooManyBoxes, BodyTooLarge, Overloaded)
+# Errors that end a whole stream (the client should retry later), not just one item.
+STREAM_ENDING = (BackendUnavailable, Overloaded, DeadlineExceeded)
 
 
 def status_for(error: FaceposeError) -> grpc.StatusCode:
@@ -45,15 +52,20 @@ def status_for(error: FaceposeError) -> grpc.StatusCode:
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(error, DeadlineExceeded):
         return grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(error, Unauthorized):
+        return grpc.StatusCode.UNAUTHENTICATED
     if isinstance(error, RESOURCE_ERRORS):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     return grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def within_deadline(work: Awaitable[T], context: grpc.aio.ServicerContext) -> T:
-    """Await work, but no longer than the client's deadline."""
+async def within_deadline(work: Awaitable[T], context: grpc.aio.ServicerContext,
+                          server_deadline_s: float) -> T:
+    """Await work, but no longer than the client's deadline or the server's own."""
+    remaining = context.time_remaining()
+    timeout = server_deadline_s if remaining is None else min(remaining, server_deadline_s)
     try:
-        return await asyncio.wait_for(work, context.time_remaining())
+        return await asyncio.wait_for(work, timeout)
     except TimeoutError:
         raise DeadlineExceeded("the deadline passed before the work was done") from None
 
@@ -90,21 +102,28 @@ def observed_call(context: grpc.aio.ServicerContext, method: str) -> Iterator[Ob
 
 class FacePoseServicer(pb_grpc.FacePoseServicer):
     def __init__(self, settings: Settings, runtime: InferenceRuntime,
-                 batcher: RequestBatcher) -> None:
+                 batcher: RequestBatcher, gate: AdmissionGate) -> None:
         self.settings = settings
         self.runtime = runtime
         self.batcher = batcher
+        self.gate = gate
 
     async def _estimate(self, images: list[pb.Image], options: pb.Options,
                         fail_whole: bool = False) -> list[pb.ImageResult]:
+        with self.gate.admit("grpc"):
+            return await self._estimate_admitted(images, options, fail_whole)
+
+    async def _estimate_admitted(self, images: list[pb.Image], options: pb.Options,
+                                 fail_whole: bool) -> list[pb.ImageResult]:
         request_options = options_from_proto(self.settings, options)
         if len(images) > self.settings.max_images_per_request:
             raise TooManyImages(f"{len(images)} images; the limit is "
                                 f"{self.settings.max_images_per_request}")
         if not await asyncio.to_thread(self.runtime.is_ready):
             raise BackendUnavailable("the inference server is not ready")
-        request_options.boxes = [boxes_from_proto(image, index)
-                                 for index, image in enumerate(images)]
+        request_options.boxes = [
+            boxes_from_proto(image, index, self.settings.max_boxes_per_image)
+            for index, image in enumerate(images)]
         entries, decoded = await asyncio.to_thread(
             decode_images, self.settings, [image.data for image in images], request_options,
             fail_whole)
@@ -118,7 +137,8 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
         with observed_call(context, "Estimate") as call:
             try:
                 results = await within_deadline(
-                    self._estimate(list(request.images), request.options), context)
+                    self._estimate(list(request.images), request.options), context,
+                    self.settings.request_timeout_s)
             except FaceposeError as exc:
                 call.code = status_for(exc)
                 await context.abort(call.code, f"{exc.code}: {exc.message}")
@@ -126,8 +146,11 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
 
     async def _stream_item(self, item: pb.StreamRequest) -> pb.StreamResult:
         try:
-            (result,) = await self._estimate([item.image], item.options)
-        except BackendUnavailable:
+            (result,) = await asyncio.wait_for(self._estimate([item.image], item.options),
+                                               self.settings.request_timeout_s)
+        except TimeoutError:
+            raise DeadlineExceeded("an image of the stream was not done in time") from None
+        except STREAM_ENDING:
             raise
         except FaceposeError as exc:
             result = pb.ImageResult(error=pb.Error(code=exc.code, message=exc.message))
@@ -191,18 +214,65 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
         )
 
 
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the API key in the metadata (`authorization: Bearer KEY` or `x-api-key`)."""
+
+    def __init__(self, keys: tuple[bytes, ...], open_prefixes: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.open_prefixes = open_prefixes
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if not self.keys or handler is None or details.method.startswith(self.open_prefixes):
+            return handler
+        metadata = dict(details.invocation_metadata or ())
+        try:
+            check_key(self.keys, presented_key(metadata.get("authorization"),
+                                               metadata.get("x-api-key")))
+        except Unauthorized as exc:
+            return _denying(handler, exc.message)
+        return handler
+
+
+def _denying(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that answers UNAUTHENTICATED."""
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover - abort raises; this makes a response stream
+
+    codecs = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(deny, **codecs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(deny_stream, **codecs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(deny, **codecs)
+    return grpc.stream_stream_rpc_method_handler(deny_stream, **codecs)
+
+
 class GrpcServer:
-    """The gRPC server of the gateway process, sharing its runtime and batcher."""
+    """The gRPC server of the gateway process, sharing its runtime, batcher and admission."""
 
     def __init__(self, settings: Settings, runtime: InferenceRuntime,
-                 batcher: RequestBatcher) -> None:
+                 batcher: RequestBatcher, gate: AdmissionGate) -> None:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", 4 * settings.max_body_bytes),
         ]
-        self.server = grpc.aio.server(options=options)
+        open_prefixes: tuple[str, ...] = () if settings.protect_health_and_metrics else (
+            "/grpc.health.v1.Health/", "/grpc.reflection.")
+        keys = load_keys(settings.api_keys, settings.api_keys_file)
+        self.server = grpc.aio.server(options=options,
+                                      interceptors=[ApiKeyInterceptor(keys, open_prefixes)])
         pb_grpc.add_FacePoseServicer_to_server(
-            FacePoseServicer(settings, runtime, batcher), self.server)
+            FacePoseServicer(settings, runtime, batcher, gate), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
