@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 BIN := $(VENV)/bin
 
-.PHONY: env models tools run run-triton test lint eval clean
+.PHONY: env models tools run run-triton test lint eval fuzz soak bench-batch clean
 
 env: $(VENV)/.installed
 
@@ -41,6 +41,16 @@ tools:
 
 test: models lint tools
 	$(BIN)/pytest -q -rs
+
+# Longer runs, not part of `make test`.
+fuzz: models
+	FUZZ_EXAMPLES=500 $(BIN)/pytest -q tests/test_fuzz_api.py
+
+soak: models
+	$(BIN)/python scripts/soak.py --minutes 10
+
+bench-batch: models
+	$(BIN)/python scripts/bench_batch.py
 
 eval: models
 	$(BIN)/python scripts/eval_aflw2000.py ../shared/data/aflw2000-dev
