@@ -1,36 +1,25 @@
 """Throughput of `facepose batch` against a local gateway (embedded runtime).
 
-    python scripts/bench_batch.py [--images 300] [--concurrency 1 4 16]
+    python scripts/bench_batch.py [--images 200] [--concurrency 1 4 16] [--repeats 3]
 
-Generates the images (scikit-image's astronaut, turned and resized: one face each, 512 px),
-starts a gateway on free loopback ports, runs the batch command per concurrency, and prints a
-table of images/s (median of --repeats runs).
+Generates the images (scikit-image's astronaut, turned: one face each, 512 px), starts a
+gateway on free loopback ports, runs the batch command per concurrency, and prints a table of
+images/s (median of --repeats runs).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
-import httpx
+from bench import REPO, gateway
 from skimage import data
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_images(folder: Path, count: int) -> None:
@@ -43,45 +32,29 @@ def make_images(folder: Path, count: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    http_port, grpc_port = free_port(), free_port()
-    env = {**os.environ, "FACEPOSE_PORT": str(http_port), "FACEPOSE_GRPC_PORT": str(grpc_port)}
-    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{http_port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("gateway not ready")
-            time.sleep(0.2)
-        with tempfile.TemporaryDirectory() as scratch:
-            folder = Path(scratch, "images")
-            folder.mkdir()
-            make_images(folder, args.images)
-            print(f"{'concurrency':>12}{'images':>8}{'images/s (median)':>20}{'runs':>24}")
-            for concurrency in args.concurrency:
-                rates = []
-                for repeat in range(args.repeats):
-                    out = Path(scratch, f"out-{concurrency}-{repeat}.jsonl")
-                    result = subprocess.run(
-                        [sys.executable, "-m", "service.cli", "batch", str(folder), "--server",
-                         f"127.0.0.1:{grpc_port}", "--out", str(out), "--concurrency",
-                         str(concurrency)], cwd=REPO, capture_output=True, text=True, check=True)
-                    rates.append(float(re.search(r"([\d.]+) images/s", result.stdout)[1]))
-                runs = ", ".join(f"{r:.1f}" for r in rates)
-                print(f"{concurrency:>12}{args.images:>8}{statistics.median(rates):>20.1f}"
-                      f"{runs:>24}")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with gateway({}) as (_, target, _), tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch, "images")
+        folder.mkdir()
+        make_images(folder, args.images)
+        print(f"{'concurrency':>12}{'images':>8}{'images/s (median)':>20}{'runs':>24}")
+        for concurrency in args.concurrency:
+            rates = []
+            for repeat in range(args.repeats):
+                out = Path(scratch, f"out-{concurrency}-{repeat}.jsonl")
+                result = subprocess.run(
+                    [sys.executable, "-m", "service.cli", "batch", str(folder), "--server",
+                     target, "--out", str(out), "--concurrency", str(concurrency)],
+                    cwd=REPO, capture_output=True, text=True, check=True)
+                match = re.search(r"([\d.]+) images/s", result.stdout)
+                assert match, result.stdout
+                rates.append(float(match[1]))
+            runs = ", ".join(f"{r:.1f}" for r in rates)
+            print(f"{concurrency:>12}{args.images:>8}{statistics.median(rates):>20.1f}"
+                  f"{runs:>24}")
     return 0
 
 
