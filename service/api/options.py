@@ -47,11 +47,17 @@ def parse_include(values: list[str]) -> frozenset[str]:
     return frozenset(names)
 
 
+# Pixel coordinates and focal lengths beyond this are no camera's: they only overflow the maths.
+MAX_PIXEL_COORDINATE = 1e6
+
+
 def _finite(name: str, value: float | None, positive: bool = False) -> float | None:
     if value is None:
         return None
-    if not math.isfinite(value) or (positive and value <= 0):
-        raise BadOption(f"{name} must be a finite{' positive' if positive else ''} number")
+    if not math.isfinite(value) or abs(value) > MAX_PIXEL_COORDINATE or (
+            positive and value <= 0):
+        raise BadOption(f"{name} must be a{' positive' if positive else ''} number of pixels "
+                        f"up to {MAX_PIXEL_COORDINATE:g}")
     return value
 
 
@@ -82,8 +88,10 @@ def check_boxes(boxes: np.ndarray, index: int, limit: int) -> np.ndarray:
     TooManyBoxes."""
     if len(boxes) > limit:
         raise TooManyBoxes(f"boxes[{index}]: {len(boxes)} boxes; the limit is {limit}")
-    if not np.isfinite(boxes).all() or (boxes[:, 2:] <= boxes[:, :2]).any():
-        raise BadOption(f"boxes[{index}]: every box needs finite x1 < x2 and y1 < y2")
+    if (not np.isfinite(boxes).all() or (np.abs(boxes) > MAX_PIXEL_COORDINATE).any()
+            or (boxes[:, 2:] <= boxes[:, :2]).any()):
+        raise BadOption(f"boxes[{index}]: every box needs x1 < x2 and y1 < y2, in pixels up to "
+                        f"{MAX_PIXEL_COORDINATE:g}")
     return boxes
 
 

@@ -19,6 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.responses import JSONResponse as StarletteJSONResponse
 
 from service import __version__
 from service.admission import AdmissionGate
@@ -63,8 +65,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class JSONResponse(Response):
-    media_type = "application/json"
+class JSONResponse(StarletteJSONResponse):
+    """orjson: several times faster than json on the large float arrays of meshes."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -94,14 +96,23 @@ async def read_images(request: Request, settings: Settings) -> tuple[list[bytes]
     if content_type in IMAGE_CONTENT_TYPES or content_type == "application/octet-stream":
         return [await read_body(request, settings.max_body_bytes)], True
     if content_type == "multipart/form-data":
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            raise BodyTooLarge(f"the request body exceeds {settings.max_body_bytes} bytes")
+        # The whole body is read under the size limit first, chunked or not, and parsed after.
+        body = await read_body(request, settings.max_body_bytes)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield body
+
+        parser = MultiPartParser(request.headers, chunks(),
+                                 max_files=settings.max_images_per_request,
+                                 max_fields=settings.max_images_per_request,
+                                 max_part_size=settings.max_image_bytes)
         try:
-            form = await request.form(max_files=settings.max_images_per_request + 1,
-                                      max_fields=64)
-        except StarletteHTTPException as exc:
-            raise BadRequestBody(f"malformed multipart body: {exc.detail}") from None
+            form = await parser.parse()
+        except MultiPartException as exc:
+            if exc.message.startswith("Too many"):
+                raise TooManyImages(f"{exc.message}; the limit is "
+                                    f"{settings.max_images_per_request} images") from None
+            raise BadRequestBody(f"malformed multipart body: {exc.message}") from None
         parts = form.getlist("images")
         if not parts:
             raise BadRequestBody("multipart body has no parts named 'images'")

@@ -32,8 +32,30 @@ def sniff_format(data: bytes) -> str:
     raise UnsupportedImage("not a JPEG, PNG or WebP image")
 
 
+def webp_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a WebP from its first chunk's header.
+
+    Read by hand: Pillow opens an animated WebP with libwebp's decoder, which reserves the
+    whole canvas up front, so a 65535 x 65535 header would cost 16 GiB of address space.
+    """
+    kind, body = data[12:16], data[20:30]
+    if kind == b"VP8X" and len(body) >= 10:
+        width = int.from_bytes(body[4:7], "little") + 1
+        height = int.from_bytes(body[7:10], "little") + 1
+        return width, height
+    if kind == b"VP8 " and len(body) >= 10 and body[3:6] == b"\x9d\x01\x2a":
+        return (int.from_bytes(body[6:8], "little") & 0x3FFF,
+                int.from_bytes(body[8:10], "little") & 0x3FFF)
+    if kind == b"VP8L" and len(body) >= 5 and body[0] == 0x2F:
+        bits = int.from_bytes(body[1:5], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    raise CorruptImage("unreadable WebP header")
+
+
 def read_size(data: bytes) -> tuple[int, int]:
     """(width, height) as stored, read from the header only; nothing is decoded."""
+    if sniff_format(data) == "WEBP":
+        return webp_size(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

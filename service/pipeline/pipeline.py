@@ -352,6 +352,8 @@ def estimate(runtime: InferenceRuntime, requests: list[ImageRequest]) -> list[Im
         for request, image_poses, image_landmarks, faces, rotations in zip(
                 requests, poses, landmarks, turned, mirrored, strict=True):
             for j, r_mirrored in zip(faces, rotations, strict=True):
+                if not np.isfinite(r_mirrored).all():
+                    continue
                 image_poses[j] = pose_with_rotation(
                     mean_rotation(image_poses[j].r_cam_from_model, r_mirrored),
                     image_landmarks[j], face_model, request.camera)
@@ -368,6 +370,11 @@ def estimate(runtime: InferenceRuntime, requests: list[ImageRequest]) -> list[Im
                 continue
             vertices = mesh_in_camera_mm(face_landmarks, pose, face_model.vertices_mm,
                                          request.camera)
+            if not all(np.isfinite(a).all() for a in (box, face_landmarks, vertices,
+                                                      pose.r_cam_from_model,
+                                                      pose.t_cam_from_model_mm)):
+                # A degenerate fit (noise the detector took for a face) has no pose to give.
+                continue
             result.faces.append(Face(box, float(score), float(face_presence), pose,
                                      face_landmarks, vertices))
         if request.options.iris and result.faces:

@@ -57,6 +57,10 @@ def load_canonical_face() -> CanonicalFace:
         )
 
 
+class DegeneratePose(ValueError):
+    """The points admit no pose (too few distinct points, or none in front of the camera)."""
+
+
 @dataclass(frozen=True)
 class Camera:
     fx: float
@@ -94,15 +98,27 @@ def solve_pose(
     objects = np.ascontiguousarray(model_points, dtype=np.float64)
     pixels = np.ascontiguousarray(image_points, dtype=np.float64)
     intrinsics = camera.matrix
-    # SQPnP finds the global minimum without an initial guess; LM then polishes it.
-    ok, rvec, tvec = cv2.solvePnP(objects, pixels, intrinsics, None, flags=cv2.SOLVEPNP_SQPNP)
-    if not ok:
-        ok, rvec, tvec = cv2.solvePnP(objects, pixels, intrinsics, None, flags=cv2.SOLVEPNP_EPNP)
-    rvec, tvec = cv2.solvePnPRefineLM(objects, pixels, intrinsics, None, rvec, tvec)
+    try:
+        # SQPnP finds the global minimum without an initial guess; LM then polishes it.
+        ok, rvec, tvec = cv2.solvePnP(objects, pixels, intrinsics, None,
+                                      flags=cv2.SOLVEPNP_SQPNP)
+        if not ok:
+            ok, rvec, tvec = cv2.solvePnP(objects, pixels, intrinsics, None,
+                                          flags=cv2.SOLVEPNP_EPNP)
+        if not ok:
+            raise DegeneratePose("no pose fits these points")
+        rvec, tvec = cv2.solvePnPRefineLM(objects, pixels, intrinsics, None, rvec, tvec)
+    except cv2.error as exc:
+        # Points collapsed onto a line or a point (a box of a pixel or two) have no pose.
+        raise DegeneratePose(str(exc).strip().splitlines()[-1]) from None
     projected, _ = cv2.projectPoints(objects, rvec, tvec, intrinsics, None)
     rmse = float(np.sqrt(np.mean(np.sum((projected[:, 0] - pixels) ** 2, axis=1))))
     rotation, _ = cv2.Rodrigues(rvec)
     return Pose(rotation, tvec.reshape(3), rmse)
+
+
+# What a face with no pose gets; the pipeline drops such faces.
+UNDEFINED_POSE = Pose(np.full((3, 3), np.nan), np.full(3, np.nan), float("nan"))
 
 
 def translation_for_rotation(
@@ -147,10 +163,16 @@ def face_pose(landmarks_px: np.ndarray, keypoints_px: np.ndarray, presence: floa
     # All 468 vertices: weighting or subsets (Procrustes weights, rigid regions) moved the
     # AFLW2000 error by tenths of a degree either way, while profiles are off by tens.
     points, model = landmarks_px[:, :2], face.vertices_mm
-    pose = solve_pose(points, model, camera)
+    try:
+        pose = solve_pose(points, model, camera)
+    except DegeneratePose:
+        return UNDEFINED_POSE
     if not np.isfinite(keypoints_px).all():
         return pose
-    from_keypoints = solve_pose(keypoints_px, face.keypoints_mm, camera)
+    try:
+        from_keypoints = solve_pose(keypoints_px, face.keypoints_mm, camera)
+    except DegeneratePose:
+        return pose
     if presence < MESH_TRUSTED_PRESENCE:
         return from_keypoints
     if abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1]) <= BLEND_ABOVE_YAW_DEG:
