@@ -87,10 +87,10 @@ class RequestBatcher:
             GROUP_REQUESTS.observe(len(group))
             try:
                 results = await asyncio.to_thread(self._run, flat)
-            except Exception as exc:  # every caller of the group learns why
+            except Exception:
+                # One caller's input must not fail the others: each is run again on its own.
                 for pending in group:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
+                    await self._run_alone(pending)
                 continue
             start = 0
             for pending in group:
@@ -98,3 +98,15 @@ class RequestBatcher:
                 if not pending.future.done():
                     pending.future.set_result(results[start:stop])
                 start = stop
+
+    async def _run_alone(self, pending: _Pending) -> None:
+        if pending.future.done():
+            return
+        try:
+            results = await asyncio.to_thread(self._run, pending.requests)
+        except Exception as exc:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+            return
+        if not pending.future.done():
+            pending.future.set_result(results)

@@ -32,7 +32,7 @@ from service.estimate import decode_images, fill_entries
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
 from service.grpc.convert import boxes_from_proto, image_result_to_proto, options_from_proto
-from service.logs import log_request, request_id_from
+from service.logs import LOGGER, log_request, request_id_from
 from service.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT
 from service.pipeline.solve import load_canonical_face
 from service.runtime.base import InferenceRuntime
@@ -100,6 +100,13 @@ def observed_call(context: grpc.aio.ServicerContext, method: str) -> Iterator[Ob
         log_request(request_id, "grpc", "POST", route, call.code.name, seconds)
 
 
+async def abort_internal(context: grpc.aio.ServicerContext, call: ObservedCall) -> None:
+    """Log the exception being handled; tell the client nothing internal."""
+    LOGGER.exception("unexpected error in a gRPC call")
+    call.code = grpc.StatusCode.INTERNAL
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
 class FacePoseServicer(pb_grpc.FacePoseServicer):
     def __init__(self, settings: Settings, runtime: InferenceRuntime,
                  batcher: RequestBatcher, gate: AdmissionGate) -> None:
@@ -142,6 +149,8 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
             except FaceposeError as exc:
                 call.code = status_for(exc)
                 await context.abort(call.code, f"{exc.code}: {exc.message}")
+            except Exception:
+                await abort_internal(context, call)
             return pb.EstimateResponse(results=results)
 
     async def _stream_item(self, item: pb.StreamRequest) -> pb.StreamResult:
@@ -195,8 +204,13 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
                 if isinstance(result, FaceposeError):
                     call.code = status_for(result)
                     await context.abort(call.code, f"{result.code}: {result.message}")
-                if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
                     raise result
+                if isinstance(result, Exception):
+                    try:
+                        raise result
+                    except Exception:
+                        await abort_internal(context, call)
                 yield result
         finally:
             reader.cancel()

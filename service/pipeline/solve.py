@@ -98,18 +98,22 @@ def solve_pose(
     objects = np.ascontiguousarray(model_points, dtype=np.float64)
     pixels = np.ascontiguousarray(image_points, dtype=np.float64)
     intrinsics = camera.matrix
+    rvec = tvec = None
+    # SQPnP finds the global minimum without an initial guess but refuses points that span a
+    # tiny angle (a small face seen through a long lens); EPnP then takes over. LM polishes.
+    for flags in (cv2.SOLVEPNP_SQPNP, cv2.SOLVEPNP_EPNP):
+        try:
+            ok, rvec, tvec = cv2.solvePnP(objects, pixels, intrinsics, None, flags=flags)
+        except cv2.error:
+            ok = False
+        if ok:
+            break
+    if not ok or rvec is None or tvec is None:
+        # Points collapsed onto a line or a point (a box of a pixel or two) have no pose.
+        raise DegeneratePose("no pose fits these points")
     try:
-        # SQPnP finds the global minimum without an initial guess; LM then polishes it.
-        ok, rvec, tvec = cv2.solvePnP(objects, pixels, intrinsics, None,
-                                      flags=cv2.SOLVEPNP_SQPNP)
-        if not ok:
-            ok, rvec, tvec = cv2.solvePnP(objects, pixels, intrinsics, None,
-                                          flags=cv2.SOLVEPNP_EPNP)
-        if not ok:
-            raise DegeneratePose("no pose fits these points")
         rvec, tvec = cv2.solvePnPRefineLM(objects, pixels, intrinsics, None, rvec, tvec)
     except cv2.error as exc:
-        # Points collapsed onto a line or a point (a box of a pixel or two) have no pose.
         raise DegeneratePose(str(exc).strip().splitlines()[-1]) from None
     projected, _ = cv2.projectPoints(objects, rvec, tvec, intrinsics, None)
     rmse = float(np.sqrt(np.mean(np.sum((projected[:, 0] - pixels) ** 2, axis=1))))
