@@ -40,11 +40,11 @@ tools:
 	  else echo "apt-get unavailable: Prometheus tests will be skipped"; fi; }
 
 test: models lint tools
-	$(BIN)/pytest -q -rs
+	PYTHONHASHSEED=0 $(BIN)/pytest -q -rs
 
 # Longer runs, not part of `make test`.
 fuzz: models
-	FUZZ_EXAMPLES=500 $(BIN)/pytest -q tests/test_fuzz_api.py
+	PYTHONHASHSEED=0 FUZZ_EXAMPLES=500 $(BIN)/pytest -q tests/test_fuzz_api.py
 
 soak: models
 	$(BIN)/python scripts/soak.py --minutes 10
