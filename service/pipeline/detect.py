@@ -7,6 +7,7 @@ right ear tragion, left ear tragion.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -54,6 +55,7 @@ class Detections:
         return Detections(self.boxes[index], self.keypoints[index], self.scores[index])
 
 
+@lru_cache(maxsize=8)
 def make_anchors(layout: AnchorLayout, input_size: int) -> np.ndarray:
     """Anchor centres in [0, 1] input coordinates, in the model's output order.
 
@@ -72,7 +74,9 @@ def make_anchors(layout: AnchorLayout, input_size: int) -> np.ndarray:
         ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
         grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 2)
         centres.append(np.repeat(grid, repeats * layout.anchors_per_stride, axis=0))
-    return np.concatenate(centres).astype(np.float32)
+    anchors = np.concatenate(centres).astype(np.float32)
+    anchors.setflags(write=False)  # shared by every call through the cache
+    return anchors
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
