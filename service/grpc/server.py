@@ -100,9 +100,10 @@ def observed_call(context: grpc.aio.ServicerContext, method: str) -> Iterator[Ob
         log_request(request_id, "grpc", "POST", route, call.code.name, seconds)
 
 
-async def abort_internal(context: grpc.aio.ServicerContext, call: ObservedCall) -> None:
-    """Log the exception being handled; tell the client nothing internal."""
-    LOGGER.exception("unexpected error in a gRPC call")
+async def abort_internal(context: grpc.aio.ServicerContext, call: ObservedCall,
+                         error: Exception) -> None:
+    """Log the error with its traceback; tell the client nothing internal."""
+    LOGGER.error("unexpected error in a gRPC call", exc_info=error)
     call.code = grpc.StatusCode.INTERNAL
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
@@ -149,8 +150,8 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
             except FaceposeError as exc:
                 call.code = status_for(exc)
                 await context.abort(call.code, f"{exc.code}: {exc.message}")
-            except Exception:
-                await abort_internal(context, call)
+            except Exception as exc:
+                await abort_internal(context, call, exc)
             return pb.EstimateResponse(results=results)
 
     async def _stream_item(self, item: pb.StreamRequest) -> pb.StreamResult:
@@ -207,10 +208,7 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
                 if isinstance(result, asyncio.CancelledError):
                     raise result
                 if isinstance(result, Exception):
-                    try:
-                        raise result
-                    except Exception:
-                        await abort_internal(context, call)
+                    await abort_internal(context, call, result)
                 yield result
         finally:
             reader.cancel()

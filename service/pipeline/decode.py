@@ -52,9 +52,12 @@ def webp_size(data: bytes) -> tuple[int, int]:
     raise CorruptImage("unreadable WebP header")
 
 
-def read_size(data: bytes) -> tuple[int, int]:
-    """(width, height) as stored, read from the header only; nothing is decoded."""
-    if sniff_format(data) == "WEBP":
+def read_size(data: bytes, image_format: str) -> tuple[int, int]:
+    """(width, height) as stored, read from the header only; nothing is decoded.
+
+    image_format: what ``sniff_format`` said of the data.
+    """
+    if image_format == "WEBP":
         return webp_size(data)
     try:
         with warnings.catch_warnings():
@@ -84,7 +87,7 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
     if len(data) > max_bytes:
         raise ImageTooLarge(f"the image is {len(data)} bytes; the limit is {max_bytes}")
     image_format = sniff_format(data)
-    width, height = read_size(data)
+    width, height = read_size(data, image_format)
     if width * height > max_pixels:
         raise ImageTooLarge(
             f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels"
