@@ -13,7 +13,7 @@ from service.errors import BadOption, TooManyBoxes
 from service.pipeline.pipeline import Options
 from service.pipeline.solve import Camera, default_camera
 
-INCLUDABLE = ("mesh", "landmarks", "landmarks68", "iris")
+INCLUDABLE = ("mesh", "landmarks", "landmarks68", "iris", "visibility")
 
 
 @dataclass

@@ -60,6 +60,14 @@ class IrisPair(BaseModel):
     left: IrisOut
 
 
+class VisibilityOut(BaseModel):
+    vertices: list[bool] = Field(
+        description="468 flags, in mesh vertex order: the vertex faces the camera and no part "
+                    "of the fitted mesh hides it."
+    )
+    landmarks68: list[bool] = Field(description="The same flags for the 68 iBUG points.")
+
+
 class FaceOut(BaseModel):
     box: list[float] = Field(description="x1, y1, x2, y2 in image pixels.")
     score: float = Field(description="Detector confidence; 1.0 for a box the client gave.")
@@ -73,6 +81,7 @@ class FaceOut(BaseModel):
     )
     mesh: MeshOut | None = Field(default=None, description="With include=mesh.")
     iris: IrisPair | None = Field(default=None, description="With include=iris.")
+    visibility: VisibilityOut | None = Field(default=None, description="With include=visibility.")
 
 
 class ImageOut(BaseModel):

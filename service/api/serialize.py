@@ -9,6 +9,7 @@ import numpy as np
 
 from service.pipeline.pipeline import Face, ImageResult
 from service.pipeline.solve import euler_pitch_yaw_roll_deg, load_canonical_face, quaternion_wxyz
+from service.pipeline.visibility import visible_vertices
 
 
 def _rounded(array: np.ndarray, decimals: int) -> list[Any]:
@@ -36,6 +37,11 @@ def face_dict(face: Face, include: frozenset[str]) -> dict[str, Any]:
         out["landmarks"] = _rounded(face.landmarks_px[:, :2], 2)
     if "mesh" in include:
         out["mesh"] = {"vertices_mm": _rounded(face.vertices_mm, 2)}
+    if "visibility" in include:
+        face_model = load_canonical_face()
+        visible = visible_vertices(face.vertices_mm, face_model.triangles)
+        out["visibility"] = {"vertices": visible.tolist(),
+                             "landmarks68": visible[face_model.landmarks68].tolist()}
     if "iris" in include and face.iris is not None:
         out["iris"] = {
             side: {

@@ -11,7 +11,8 @@ from service.config import Settings
 from service.grpc import facepose_pb2 as pb
 
 INCLUDE_NAMES = {pb.INCLUDE_MESH: "mesh", pb.INCLUDE_LANDMARKS: "landmarks",
-                 pb.INCLUDE_LANDMARKS68: "landmarks68", pb.INCLUDE_IRIS: "iris"}
+                 pb.INCLUDE_LANDMARKS68: "landmarks68", pb.INCLUDE_IRIS: "iris",
+                 pb.INCLUDE_VISIBILITY: "visibility"}
 INCLUDE_VALUES = {name: value for value, name in INCLUDE_NAMES.items()}
 
 
@@ -72,6 +73,9 @@ def image_result_to_proto(entry: dict[str, Any]) -> pb.ImageResult:
                 getattr(message.iris, side).CopyFrom(pb.Iris(
                     centre=eye["centre"], contour=_flat(eye["contour"]),
                     radius_px=eye["radius_px"]))
+        if face.get("visibility"):
+            message.visible.extend(face["visibility"]["vertices"])
+            message.visible68.extend(face["visibility"]["landmarks68"])
     return result
 
 
@@ -112,6 +116,9 @@ def image_result_to_dict(result: pb.ImageResult) -> dict[str, Any]:
                                   "radius_px": eye.radius_px}
                            for side, eye in (("right", face.iris.right),
                                              ("left", face.iris.left))}
+        if len(face.visible):
+            out["visibility"] = {"vertices": list(face.visible),
+                                 "landmarks68": list(face.visible68)}
         faces.append(out)
     return {"index": result.index, "width": result.width, "height": result.height,
             "camera": {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy,

@@ -14,11 +14,13 @@ class Include(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INCLUDE_LANDMARKS: _ClassVar[Include]
     INCLUDE_LANDMARKS68: _ClassVar[Include]
     INCLUDE_IRIS: _ClassVar[Include]
+    INCLUDE_VISIBILITY: _ClassVar[Include]
 INCLUDE_UNSPECIFIED: Include
 INCLUDE_MESH: Include
 INCLUDE_LANDMARKS: Include
 INCLUDE_LANDMARKS68: Include
 INCLUDE_IRIS: Include
+INCLUDE_VISIBILITY: Include
 
 class Intrinsics(_message.Message):
     __slots__ = ("fx", "fy", "cx", "cy")
@@ -165,7 +167,7 @@ class IrisPair(_message.Message):
     def __init__(self, right: _Optional[_Union[Iris, _Mapping]] = ..., left: _Optional[_Union[Iris, _Mapping]] = ...) -> None: ...
 
 class Face(_message.Message):
-    __slots__ = ("box", "score", "presence", "pose", "landmarks68", "landmarks", "mesh_vertices_mm", "iris")
+    __slots__ = ("box", "score", "presence", "pose", "landmarks68", "landmarks", "mesh_vertices_mm", "iris", "visible", "visible68")
     BOX_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +176,8 @@ class Face(_message.Message):
     LANDMARKS_FIELD_NUMBER: _ClassVar[int]
     MESH_VERTICES_MM_FIELD_NUMBER: _ClassVar[int]
     IRIS_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE68_FIELD_NUMBER: _ClassVar[int]
     box: _containers.RepeatedScalarFieldContainer[float]
     score: float
     presence: float
@@ -182,7 +186,9 @@ class Face(_message.Message):
     landmarks: _containers.RepeatedScalarFieldContainer[float]
     mesh_vertices_mm: _containers.RepeatedScalarFieldContainer[float]
     iris: IrisPair
-    def __init__(self, box: _Optional[_Iterable[float]] = ..., score: _Optional[float] = ..., presence: _Optional[float] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., landmarks68: _Optional[_Iterable[float]] = ..., landmarks: _Optional[_Iterable[float]] = ..., mesh_vertices_mm: _Optional[_Iterable[float]] = ..., iris: _Optional[_Union[IrisPair, _Mapping]] = ...) -> None: ...
+    visible: _containers.RepeatedScalarFieldContainer[bool]
+    visible68: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, box: _Optional[_Iterable[float]] = ..., score: _Optional[float] = ..., presence: _Optional[float] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., landmarks68: _Optional[_Iterable[float]] = ..., landmarks: _Optional[_Iterable[float]] = ..., mesh_vertices_mm: _Optional[_Iterable[float]] = ..., iris: _Optional[_Union[IrisPair, _Mapping]] = ..., visible: _Optional[_Iterable[bool]] = ..., visible68: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class ImageResult(_message.Message):
     __slots__ = ("index", "width", "height", "camera", "faces", "error")
