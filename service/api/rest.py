@@ -25,8 +25,10 @@ from starlette.responses import JSONResponse as StarletteJSONResponse
 from service import __version__
 from service.admission import AdmissionGate
 from service.api import schemas
-from service.api.options import parse_boxes, parse_options
+from service.api.options import INCLUDABLE, parse_boxes, parse_options
+from service.api.render import render_router
 from service.api.serialize import error_dict
+from service.api.ui import PUBLIC_PATHS, ui_router
 from service.auth import check_key, load_keys, presented_key
 from service.batching import RequestBatcher
 from service.config import Settings, get_settings
@@ -229,7 +231,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(exc.status_code, code, str(exc.detail))
 
     api_keys = load_keys(settings.api_keys, settings.api_keys_file)
-    open_paths = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    open_paths = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", *PUBLIC_PATHS}
     if not settings.protect_health_and_metrics:
         open_paths |= {"/healthz", "/readyz", "/metrics"}
 
@@ -279,7 +281,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def faces(
         request: Request,
         include: Annotated[list[str], Query(
-            description="Any of mesh, landmarks, landmarks68, iris (comma-separated or "
+            description=f"Any of {', '.join(INCLUDABLE)} (comma-separated or "
                         "repeated); poses and boxes are always returned.")] = [],  # noqa: B006
         max_faces: Annotated[int | None, Query(description="Faces per image, best first.")
                              ] = None,
@@ -312,6 +314,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    request.app.state.batcher.submit(images))
             entries = await run_in_threadpool(fill_entries, entries, results, options.include)
         return JSONResponse({"images": entries})
+
+    app.include_router(render_router(settings))
+    app.include_router(ui_router())
 
     @app.get("/v1/mesh/topology", response_model=schemas.MeshTopology)
     async def mesh_topology() -> Response:

@@ -1,0 +1,151 @@
+"""`POST /v1/render`: the /v1/faces request, answered with the photo drawn over.
+
+Input, options, limits, admission and the deadline are those of /v1/faces (the same helpers);
+only the answer differs: one JPEG or PNG. A render draws one image, so a multipart request must
+hold exactly one part named `images`; more is a 400 `one_image_only` (rendering the first and
+silently dropping the rest would hide a client's mistake).
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.api.options import INCLUDABLE, parse_boxes, parse_options
+from service.config import Settings
+from service.errors import BackendUnavailable, BadRequestBody
+from service.estimate import decode_images
+from service.metrics import FACES_PER_IMAGE, STAGE_SECONDS
+from service.pipeline.pipeline import ImageRequest, ImageResult
+from service.pipeline.render import FORMATS, encode, render
+from service.runtime.base import InferenceRuntime
+
+ImageFormat = Literal["jpeg", "png"]
+
+
+class OneImageOnly(BadRequestBody):
+    code = "one_image_only"
+
+
+def negotiate_format(requested: ImageFormat | None, accept: str | None) -> ImageFormat:
+    """``format=`` if given; else the better of image/png and image/jpeg by the Accept
+    header's q-values (JPEG on a tie, or when Accept names neither: browsers send `*/*`)."""
+    if requested is not None:
+        return requested
+    quality = {"jpeg": 0.0, "png": 0.0}
+    for item in (accept or "").split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        for name, (media_type, _) in FORMATS.items():
+            if media.lower() in (media_type, "image/*", "*/*"):
+                # The exact type outranks a wildcard, whatever the order they come in.
+                exact = media.lower() == media_type
+                quality[name] = max(quality[name], q + (1e-3 if exact else 0.0))
+    return "png" if quality["png"] > quality["jpeg"] else "jpeg"
+
+
+def draw(image: ImageRequest, result: ImageResult, include: frozenset[str],
+         image_format: ImageFormat) -> bytes:
+    with STAGE_SECONDS.labels("render").time():
+        return encode(render(image.image, result, include), image_format)
+
+
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+def request_body(image_content_types: frozenset[str]) -> dict[str, Any]:
+    """The OpenAPI request body: one image, raw or as the one multipart part `images`."""
+    return {"required": True, "content": {
+        **{media_type: BINARY for media_type in sorted(image_content_types)},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["images"],
+            "properties": {"images": {"type": "array", "minItems": 1, "maxItems": 1,
+                                      "items": {"type": "string", "format": "binary"}}},
+        }},
+    }}
+
+
+def render_router(settings: Settings) -> APIRouter:
+    """The route, reading its input with the same helpers as /v1/faces."""
+    # Imported here, not at the top: rest.py imports this module to register the route.
+    from service.api.rest import ERROR_RESPONSES, IMAGE_CONTENT_TYPES, read_images, within
+
+    router = APIRouter()
+
+    @router.post(
+        "/v1/render",
+        response_class=Response,
+        responses={200: {"content": {media_type: BINARY for media_type, _ in FORMATS.values()},
+                         "description": "The image with every face drawn on it."},
+                   **ERROR_RESPONSES},
+        summary="The image with each face's box, score, mesh, head axes and angles drawn on it",
+        description=(
+            "Takes what POST /v1/faces takes (one image: a raw body, or one multipart part "
+            "named `images`) and answers a JPEG or PNG of the same size: per face its box and "
+            "score, the mesh wireframe (include=landmarks / landmarks68 draw points instead, "
+            "include=iris the irises), the head's axes from the nose tip (x red: the "
+            "subject's left, y green: up, z blue: out of the face) and yaw, pitch and roll. "
+            "Parts of the face the camera cannot see are drawn dimmer. The format comes from "
+            "`format`, else the Accept header, else JPEG. The header X-Face-Count says how "
+            "many faces were drawn."),
+        openapi_extra={"requestBody": request_body(IMAGE_CONTENT_TYPES)},
+    )
+    async def render_image(
+        request: Request,
+        include: Annotated[list[str], Query(
+            description=f"What to draw besides boxes, axes and angles: any of "
+                        f"{', '.join(INCLUDABLE)} (comma-separated or repeated); the mesh "
+                        "when none is drawable.")] = [],  # noqa: B006
+        max_faces: Annotated[int | None, Query(description="Faces per image, best first.")
+                             ] = None,
+        min_score: Annotated[float | None, Query(description="Drop detections below this "
+                                                 f"score (default {settings.default_min_score})."
+                                                 )] = None,
+        min_presence: Annotated[float | None, Query(
+            description="Drop faces whose face-presence score is below this (default "
+                        f"{settings.default_min_presence}; 0 keeps every face).")] = None,
+        fx: Annotated[float | None, Query(description="Focal length x, pixels.")] = None,
+        fy: Annotated[float | None, Query(description="Focal length y, pixels.")] = None,
+        cx: Annotated[float | None, Query(description="Principal point x, pixels.")] = None,
+        cy: Annotated[float | None, Query(description="Principal point y, pixels.")] = None,
+        boxes: Annotated[str | None, Query(
+            description="JSON: [[[x1, y1, x2, y2], ...]], the face boxes (tight around the "
+                        "face, brows to chin) to use instead of the detector.")] = None,
+        image_format: Annotated[ImageFormat | None, Query(
+            alias="format", description="jpeg or png; overrides the Accept header.")] = None,
+    ) -> Response:
+        options = parse_options(settings, include=include, max_faces=max_faces,
+                                min_score=min_score, min_presence=min_presence,
+                                fx=fx, fy=fy, cx=cx, cy=cy)
+        chosen = negotiate_format(image_format, request.headers.get("accept"))
+        runtime: InferenceRuntime = request.app.state.runtime
+        with request.app.state.gate.admit("http"):
+            if not await run_in_threadpool(runtime.is_ready):
+                raise BackendUnavailable("the inference server is not ready")
+            encoded, _ = await read_images(request, settings)
+            if len(encoded) != 1:
+                raise OneImageOnly(f"/v1/render draws one image and this request has "
+                                   f"{len(encoded)}: send one part named 'images' (or use "
+                                   "/v1/faces for several)")
+            options.boxes = parse_boxes(boxes, 1, settings.max_boxes_per_image)
+            # One image: its failure is the request's, with the status /v1/faces gives it.
+            _, images = await run_in_threadpool(decode_images, settings, encoded, options, True)
+            (result,) = await within(settings.request_timeout_s,
+                                     request.app.state.batcher.submit(images))
+            FACES_PER_IMAGE.observe(len(result.faces))
+            picture = await run_in_threadpool(draw, images[0], result, options.include, chosen)
+        media_type, _ = FORMATS[chosen]
+        return Response(picture, media_type=media_type,
+                        headers={"X-Face-Count": str(len(result.faces)),
+                                 "Vary": "Accept"})
+
+    return router
