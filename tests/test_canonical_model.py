@@ -7,6 +7,7 @@ from importlib import resources
 
 import numpy as np
 
+from service.pipeline.mirror import mirror_landmarks, vertex_mirror_order
 from service.pipeline.solve import load_canonical_face
 
 # The mesh's face outline on the subject's right, from eye level down to the chin.
@@ -76,3 +77,13 @@ def test_jaw_follows_the_outline_in_equal_steps() -> None:
     steps = np.linspace(0, arc[-1], 9)
     expected = [RIGHT_OUTLINE[int(np.argmin(np.abs(arc - s)))] for s in steps]
     assert face.landmarks68[:9].tolist() == expected
+
+
+def test_mirroring_landmarks_twice_gives_them_back() -> None:
+    """Each vertex's mirror twin is exact in the symmetric mesh, and mirroring is an involution."""
+    order = vertex_mirror_order()
+    vertices = load_canonical_face().vertices_mm
+    assert np.allclose(vertices[order] * [-1, 1, 1], vertices, atol=1e-3)
+    assert (order[order] == np.arange(len(order))).all()
+    landmarks = np.random.default_rng(0).uniform(0, 100, (2, len(order), 3))
+    assert np.allclose(mirror_landmarks(mirror_landmarks(landmarks, 640), 640), landmarks)

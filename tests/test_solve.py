@@ -111,3 +111,10 @@ def test_translation_for_a_known_rotation_is_exact() -> None:
 def test_mean_rotation_lies_halfway() -> None:
     a, b = rotation_from_euler_deg(0, 20, 0), rotation_from_euler_deg(0, 60, 0)
     assert euler_pitch_yaw_roll_deg(mean_rotation(a, b))[1] == pytest.approx(40.0)
+
+
+def test_weighted_mean_rotation_moves_from_one_end_to_the_other() -> None:
+    a, b = rotation_from_euler_deg(0, 20, 0), rotation_from_euler_deg(0, 60, 0)
+    yaws = [euler_pitch_yaw_roll_deg(mean_rotation(a, b, w))[1] for w in (0.0, 0.25, 1.0)]
+    assert yaws[0] == pytest.approx(20.0) and yaws[2] == pytest.approx(60.0)
+    assert 20.0 < yaws[1] < 40.0

@@ -6,10 +6,12 @@ models' left/right biases; that matters on turned faces.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from service.pipeline.align import Regions
-from service.pipeline.solve import Camera
+from service.pipeline.solve import Camera, load_canonical_face
 
 # Camera-frame reflection x -> -x; the canonical face is symmetric under it.
 REFLECT_X = np.diag([-1.0, 1.0, 1.0])
@@ -31,6 +33,22 @@ def mirror_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
 def mirror_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
     """(N, 6, 2) detector keypoints, subject sides swapped."""
     mirrored = keypoints[:, KEYPOINT_SWAP].copy()
+    mirrored[..., 0] = mirror_x(mirrored[..., 0], width)
+    return mirrored
+
+
+@lru_cache(maxsize=1)
+def vertex_mirror_order() -> np.ndarray:
+    """(468,) for each mesh vertex, its mirror twin across the face's midline (itself on it)."""
+    vertices = load_canonical_face().vertices_mm
+    reflected = vertices @ REFLECT_X
+    distance = np.linalg.norm(reflected[:, None] - vertices[None], axis=2)
+    return np.argmin(distance, axis=1)
+
+
+def mirror_landmarks(landmarks: np.ndarray, width: int) -> np.ndarray:
+    """(..., 468, 3) mesh landmarks in image pixels, subject sides swapped; depth unchanged."""
+    mirrored = landmarks[..., vertex_mirror_order(), :].copy()
     mirrored[..., 0] = mirror_x(mirrored[..., 0], width)
     return mirrored
 

@@ -33,6 +33,7 @@ from service.pipeline.mirror import (
     mirror_boxes,
     mirror_camera,
     mirror_keypoints,
+    mirror_landmarks,
     mirror_regions,
     unmirror_rotation,
 )
@@ -325,23 +326,26 @@ def _relocate_mirrored(runtime: InferenceRuntime, requests: list[ImageRequest],
     return relocated
 
 
-def mirrored_rotations(runtime: InferenceRuntime, requests: list[ImageRequest],
-                       located: list[Located], chosen: list[np.ndarray]
-                       ) -> list[np.ndarray]:
-    """Per image, the rotations (K, 3, 3) of its ``chosen`` faces fitted again on the mirrored
-    image and mirrored back. One batched pass over all images."""
+def mirrored_fits(runtime: InferenceRuntime, requests: list[ImageRequest],
+                  located: list[Located], chosen: list[np.ndarray]
+                  ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per image, its ``chosen`` faces fitted again on the mirrored image and mirrored back:
+    rotations (K, 3, 3), landmarks (K, 468, 3) in image pixels and presence (K,). One batched
+    pass over all images."""
     face_model = load_canonical_face()
     relocated = _relocate_mirrored(runtime, requests, located, chosen)
     landmarks, presence = fit_faces(runtime, [r.image[:, ::-1] for r in requests], relocated)
-    rotations = []
+    fits = []
     for request, (_, _, keypoints, _), image_landmarks, image_presence in zip(
             requests, relocated, landmarks, presence, strict=True):
-        camera = mirror_camera(request.camera, request.image.shape[1])
-        rotations.append(np.array([
+        width = request.image.shape[1]
+        camera = mirror_camera(request.camera, width)
+        rotations = np.array([
             unmirror_rotation(face_pose(lm, kp, p, face_model, camera).r_cam_from_model)
             for lm, kp, p in zip(image_landmarks, keypoints, image_presence, strict=True)
-        ]).reshape(-1, 3, 3))
-    return rotations
+        ]).reshape(-1, 3, 3)
+        fits.append((rotations, mirror_landmarks(image_landmarks, width), image_presence))
+    return fits
 
 
 def sharpen(runtime: InferenceRuntime, requests: list[ImageRequest], located: list[Located]
@@ -398,15 +402,24 @@ def estimate(runtime: InferenceRuntime, requests: list[ImageRequest]) -> list[Im
             poses.append([face_pose(lm, kp, p, face_model, request.camera)
                           for lm, kp, p in zip(image_landmarks, keypoints, image_presence,
                                                strict=True)])
+    # A face the mesh lost is fitted mirrored too: the mesh model is not left/right symmetric,
+    # and often finds in the mirror image a profile it lost in the original.
     turned = [np.array([j for j, pose in enumerate(image_poses)
                         if abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1])
-                        > MIRROR_ABOVE_YAW_DEG], dtype=int) for image_poses in poses]
+                        > MIRROR_ABOVE_YAW_DEG or image_presence[j] < MESH_TRUSTED_PRESENCE],
+                       dtype=int) for image_poses, image_presence in zip(poses, presence,
+                                                                          strict=True)]
     if any(len(faces) for faces in turned):
         with STAGE_SECONDS.labels("mirror").time():
-            mirrored = mirrored_rotations(runtime, requests, located, turned)
-        for request, image_poses, image_landmarks, faces, rotations in zip(
-                requests, poses, landmarks, turned, mirrored, strict=True):
-            for j, r_mirrored in zip(faces, rotations, strict=True):
+            mirrored = mirrored_fits(runtime, requests, located, turned)
+        for request, (_, _, keypoints, _), image_poses, image_landmarks, image_presence, faces, (
+                rotations, mirrored_landmarks, mirrored_presence) in zip(
+                requests, located, poses, landmarks, presence, turned, mirrored, strict=True):
+            for j, r_mirrored, lm, p in zip(faces, rotations, mirrored_landmarks,
+                                            mirrored_presence, strict=True):
+                if image_presence[j] < MESH_TRUSTED_PRESENCE <= p:
+                    image_landmarks[j], image_presence[j] = lm, p
+                    image_poses[j] = face_pose(lm, keypoints[j], p, face_model, request.camera)
                 if not np.isfinite(r_mirrored).all():
                     continue
                 image_poses[j] = pose_with_rotation(

@@ -20,8 +20,10 @@ MODEL_TO_CV_AXES = np.diag([1.0, -1.0, -1.0])
 
 # Below this face-presence score the mesh's landmarks no longer fix the pose.
 MESH_TRUSTED_PRESENCE = 0.5
-# Beyond this yaw the mesh's pose is averaged with the detector keypoints' pose.
-BLEND_ABOVE_YAW_DEG = 35.0
+# From the first yaw the detector keypoints' pose is blended into the mesh's, its weight growing
+# linearly to take over at the second: past it the mesh's far side is all guesswork and its yaw
+# no longer grows with the turn. A ramp, not a switch, so that the pose has no jump.
+KEYPOINTS_FROM_YAW_DEG, KEYPOINTS_ONLY_YAW_DEG = 25.0, 55.0
 
 # The ear tragions lie outside the face mesh: just behind its side edge (vertices 234, 454),
 # which puts them 152 mm apart and 130 mm from the nose tip, as adult head measurements have it.
@@ -142,9 +144,9 @@ def translation_for_rotation(
     return np.linalg.lstsq(system, target, rcond=None)[0]
 
 
-def mean_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The rotation nearest the average of two (3, 3) rotations (chordal mean)."""
-    u, _, vt = np.linalg.svd(a + b)
+def mean_rotation(a: np.ndarray, b: np.ndarray, weight_b: float = 0.5) -> np.ndarray:
+    """The rotation nearest the weighted average of two (3, 3) rotations (chordal mean)."""
+    u, _, vt = np.linalg.svd((1.0 - weight_b) * a + weight_b * b)
     return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
 
 
@@ -179,9 +181,12 @@ def face_pose(landmarks_px: np.ndarray, keypoints_px: np.ndarray, presence: floa
         return pose
     if presence < MESH_TRUSTED_PRESENCE:
         return from_keypoints
-    if abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1]) <= BLEND_ABOVE_YAW_DEG:
+    yaw = abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1])
+    weight = np.clip((yaw - KEYPOINTS_FROM_YAW_DEG)
+                     / (KEYPOINTS_ONLY_YAW_DEG - KEYPOINTS_FROM_YAW_DEG), 0.0, 1.0)
+    if weight == 0.0:
         return pose
-    rotation = mean_rotation(pose.r_cam_from_model, from_keypoints.r_cam_from_model)
+    rotation = mean_rotation(pose.r_cam_from_model, from_keypoints.r_cam_from_model, weight)
     return pose_with_rotation(rotation, landmarks_px, face, camera)
 
 
