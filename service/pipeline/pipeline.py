@@ -180,7 +180,7 @@ def detect_faces(runtime: InferenceRuntime, images: list[np.ndarray], options: l
     return results
 
 
-def _fit_meshes(runtime: InferenceRuntime, images: list[np.ndarray],
+def fit_meshes(runtime: InferenceRuntime, images: list[np.ndarray],
                 regions: list[Regions]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """All faces of all images through the mesh model in one call.
 
@@ -240,7 +240,7 @@ def search_lost_faces(runtime: InferenceRuntime, images: list[np.ndarray],
     tries = len(SEARCH_CENTRE_WEIGHTS) * len(SEARCH_SCALES) * len(SEARCH_TURNS)
     candidates = [Regions(np.array(centres[k:k + tries]), np.array(sides[k:k + tries]),
                           np.array(angles[k:k + tries])) for k in range(0, len(centres), tries)]
-    found, found_presence = _fit_meshes(runtime, [images[i] for i, _ in lost], candidates)
+    found, found_presence = fit_meshes(runtime, [images[i] for i, _ in lost], candidates)
     for (i, j), candidate_landmarks, candidate_presence in zip(lost, found, found_presence,
                                                                 strict=True):
         best = int(np.argmax(candidate_presence))
@@ -278,10 +278,10 @@ def fit_faces(runtime: InferenceRuntime, images: list[np.ndarray], located: list
     # trained to see it (tracking's landmark rule), whatever the first region came from. A
     # second fit only where the crop moved much was tried: a first crop 10% off in scale
     # still moves pitch and yaw by 2 degrees, and a flipped image then gets a different pose.
-    landmarks, _ = _fit_meshes(runtime, images, [regions for *_, regions in located])
+    landmarks, _ = fit_meshes(runtime, images, [regions for *_, regions in located])
     refined = [regions_from_landmarks(lm) if len(lm) else r
                for lm, (*_, r) in zip(landmarks, located, strict=True)]
-    landmarks, presence = _fit_meshes(runtime, images, refined)
+    landmarks, presence = fit_meshes(runtime, images, refined)
     search_lost_faces(runtime, images, located, landmarks, presence)
     return landmarks, presence
 
