@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 BIN := $(VENV)/bin
 
-.PHONY: env models tools run run-triton test lint eval fuzz soak bench-batch clean
+.PHONY: env models tools run run-triton test lint eval fuzz soak bench-batch render-example clean
 
 env: $(VENV)/.installed
 
@@ -31,13 +31,16 @@ run-triton: models
 lint: env
 	$(BIN)/ruff check .
 
-# Prometheus and promtool (Debian's package) for the observability tests; without apt they skip.
+# Debian packages some tests drive: Prometheus and promtool (observability tests), chromium and
+# chromium-driver (the browser test). Without apt-get (or as non-root) those tests skip.
+TOOL_PACKAGES := prometheus chromium chromium-driver
 tools:
-	@command -v promtool >/dev/null 2>&1 || { \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y -qq --no-install-recommends prometheus; \
-	  else echo "apt-get unavailable: Prometheus tests will be skipped"; fi; }
+	@if command -v promtool >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+	    && command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends $(TOOL_PACKAGES); \
+	else echo "apt-get unavailable: Prometheus and browser tests will be skipped"; fi
 
 test: models lint tools
 	PYTHONHASHSEED=0 $(BIN)/pytest -q -rs
@@ -51,6 +54,10 @@ soak: models
 
 bench-batch: models
 	$(BIN)/python scripts/bench_batch.py
+
+# The README's example overlay, docs/render-example.jpg, made by /v1/render.
+render-example: models
+	$(BIN)/python scripts/render_example.py --out docs/render-example.jpg
 
 eval: models
 	$(BIN)/python scripts/eval_aflw2000.py ../shared/data/aflw2000-dev

@@ -218,4 +218,6 @@
     canvas.getContext("2d").drawImage(video, 0, 0);
     canvas.toBlob((blob) => run(blob), "image/jpeg", 0.92);
   });
+
+  document.documentElement.dataset.ready = "true";
 })();
