@@ -19,8 +19,9 @@ from service.pipeline.scale import rescale_boxes, rescale_camera
 
 # Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale while the longer side stays at least this:
 # the detectors see 128 and 192 pixels, and a face that would reach the mesh model upsampled
-# makes the pipeline decode that image again at a finer scale.
-WORKING_SIDE = 960
+# makes the pipeline decode that image again at a finer scale. High enough that a 1080p frame,
+# whose faces are often small, is decoded once at full size rather than twice.
+WORKING_SIDE = 1280
 
 
 def decode_images(settings: Settings, encoded: list[bytes], options: RequestOptions,

@@ -77,22 +77,23 @@ def test_rescaling_round_trips_and_keeps_rays() -> None:
 
 
 def test_reduction_only_for_large_jpegs() -> None:
-    assert reduction_for("JPEG", 640, 480, 960) == 1
-    assert reduction_for("JPEG", 1920, 1080, 960) == 2
-    assert reduction_for("JPEG", 3840, 2160, 960) == 4
-    assert reduction_for("JPEG", 16000, 9000, 960) == 8
-    assert reduction_for("PNG", 3840, 2160, 960) == 1
+    assert reduction_for("JPEG", 640, 480, 1280) == 1
+    assert reduction_for("JPEG", 1920, 1080, 1280) == 1
+    assert reduction_for("JPEG", 3840, 2160, 1280) == 2
+    assert reduction_for("JPEG", 6000, 4000, 1280) == 4
+    assert reduction_for("JPEG", 16000, 9000, 1280) == 8
+    assert reduction_for("PNG", 3840, 2160, 1280) == 1
 
 
 def test_reduced_decode_keeps_exif_orientation() -> None:
-    stored = on_canvas(600, (1200, 2400))
+    stored = on_canvas(600, (1300, 2600))
     data = jpeg_with_orientation(stored, 6)  # displayed turned a quarter clockwise
-    assert decode_pixels(data, "JPEG", 1).shape == (2400, 1200, 3)
-    assert decode_pixels(data, "JPEG", 2).shape == (1200, 600, 3)
+    assert decode_pixels(data, "JPEG", 1).shape == (2600, 1300, 3)
+    assert decode_pixels(data, "JPEG", 2).shape == (1300, 650, 3)
     settings = Settings()
     entries, requests = decode_images(settings, [data], options(settings), True)
     assert requests[0].reduction == 2
-    assert (entries[0]["width"], entries[0]["height"]) == (1200, 2400)
+    assert (entries[0]["width"], entries[0]["height"]) == (1300, 2600)
 
 
 def test_large_face_is_fitted_at_reduced_scale(runtime: InferenceRuntime) -> None:
@@ -118,7 +119,7 @@ def test_small_face_is_fitted_from_a_finer_decode(runtime: InferenceRuntime) -> 
     data = encode(on_canvas(1400, (2160, 3840)))  # 4K, face 245 px wide
     reduced, reduction, redecoded = run(runtime, data, reduce=True)
     full, _, _ = run(runtime, data, reduce=False)
-    assert (reduction, redecoded) == (4, [1])
+    assert (reduction, redecoded) == (2, [1])
     assert len(reduced.faces) == len(full.faces) == 1
     # Decoded again at full size for the mesh, so the landmarks agree to a fraction of a pixel
     # (the detections, from the reduced image, differ a little and so do the crops).
