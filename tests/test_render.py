@@ -89,6 +89,23 @@ def test_every_drawing_stays_near_the_face(client: httpx.Client, draw: str) -> N
 
 
 @pytest.mark.slow
+def test_large_jpeg_is_drawn_at_full_size(client: httpx.Client) -> None:
+    # /v1/faces decodes a large JPEG at reduced scale; the render must still be full size.
+    image = cv2.resize(astronaut(), (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    data = encode(image)
+    response = render_call(client, data, {"Content-Type": "image/jpeg"}, format="png")
+    assert response.status_code == 200, response.text
+    drawn = decode(response.content)
+    assert drawn.shape == image.shape
+    box = np.array(client.post("/v1/faces", content=data, headers={"Content-Type": "image/jpeg"}
+                               ).json()["images"][0]["faces"][0]["box"])
+    near = near_face(box, image.shape)
+    error = np.abs(drawn.astype(int) - decode(data).astype(int)).max(axis=2)
+    assert np.percentile(error[~near], 99.9) <= 8  # at most decoder differences away from it
+    assert (error[near] > 40).mean() > 0.05
+
+
+@pytest.mark.slow
 def test_jpeg_by_accept_header_and_by_default(client: httpx.Client) -> None:
     image = astronaut()
     data = encode(image, ".png")

@@ -138,7 +138,9 @@ def render_router(settings: Settings) -> APIRouter:
                                    "/v1/faces for several)")
             options.boxes = parse_boxes(boxes, 1, settings.max_boxes_per_image)
             # One image: its failure is the request's, with the status /v1/faces gives it.
-            _, images = await run_in_threadpool(decode_images, settings, encoded, options, True)
+            # Full size, never the reduced decode /v1/faces may use: the drawing is the photo.
+            _, images = await run_in_threadpool(decode_images, settings, encoded, options, True,
+                                                reduce=False)
             (result,) = await within(settings.request_timeout_s,
                                      request.app.state.batcher.submit(images))
             FACES_PER_IMAGE.observe(len(result.faces))
