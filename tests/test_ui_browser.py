@@ -39,7 +39,9 @@ def browser() -> Iterator[webdriver.Chrome]:
     assert CHROMIUM is not None and CHROMEDRIVER is not None
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--disable-gpu", "--window-size=1280,1000", "--force-device-scale-factor=1"):
+                     "--disable-gpu", "--window-size=1280,1000", "--force-device-scale-factor=1",
+                     # Chromium's own test camera (a moving pattern), allowed without asking.
+                     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):
         options.add_argument(argument)
     # The driver is Debian's; nothing is downloaded.
     driver = webdriver.Chrome(options=options,
@@ -144,6 +146,23 @@ def test_phone_width_and_keyboard(browser: webdriver.Chrome, photo: Path,
     browser.execute_script("window.scrollTo(0, 0);")
     screenshot(browser, "ui-phone.png")
     browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_webcam_picture_goes_through_the_api(browser: webdriver.Chrome,
+                                            server_url: str) -> None:
+    browser.set_window_size(1280, 1000)
+    browser.get(f"{server_url}/")  # loopback is a secure context: getUserMedia is offered
+    browser.find_element(By.ID, "camera-start").click()
+    capture = browser.find_element(By.ID, "camera-capture")
+    WebDriverWait(browser, 30).until(lambda d: capture.is_displayed() and d.execute_script(
+        "return document.getElementById('video').videoWidth > 0;"))
+    capture.click()
+    # The test pattern has no face: the answer is an overlay without drawings and no rows.
+    WebDriverWait(browser, 60).until(lambda d: status_text(d) not in ("", "Working…"))
+    assert status_text(browser) == "Done: 0 faces found.", status_text(browser)
+    assert browser.find_elements(By.CSS_SELECTOR, "#poses tbody tr") == []
+    browser.find_element(By.ID, "camera-stop").click()
+    assert not browser.find_element(By.ID, "video").is_displayed()
 
 
 def test_page_loads_with_api_keys_and_sends_the_key(browser: webdriver.Chrome,
