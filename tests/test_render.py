@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from service.api.render import negotiate_format
+from service.estimate import WORKING_SIDE
+from service.pipeline.decode import reduction_for
 from service.pipeline.pipeline import Face, ImageResult
 from service.pipeline.render import draw_points, draw_wireframe, head_axes_px, render, style_for
 from service.pipeline.solve import (
@@ -91,8 +93,10 @@ def test_every_drawing_stays_near_the_face(client: httpx.Client, draw: str) -> N
 @pytest.mark.slow
 def test_large_jpeg_is_drawn_at_full_size(client: httpx.Client) -> None:
     # /v1/faces decodes a large JPEG at reduced scale; the render must still be full size.
-    image = cv2.resize(astronaut(), (2048, 2048), interpolation=cv2.INTER_CUBIC)
-    data = encode(image)
+    side = 2 * WORKING_SIDE
+    assert reduction_for("JPEG", side, side, WORKING_SIDE) > 1  # the premise of this test
+    image = cv2.resize(astronaut(), (side, side), interpolation=cv2.INTER_CUBIC)
+    data = encode(image, quality=85)
     response = render_call(client, data, {"Content-Type": "image/jpeg"}, format="png")
     assert response.status_code == 200, response.text
     drawn = decode(response.content)
