@@ -27,11 +27,17 @@ class _Pending:
 class RequestBatcher:
     """``submit`` returns each caller its own results, in order, whatever group it rode in."""
 
-    def __init__(self, run: Run, max_images: int, max_wait_s: float, workers: int) -> None:
+    def __init__(self, run: Run, max_images: int, max_wait_s: float, workers: int,
+                 in_service: Callable[[], int] | None = None) -> None:
+        """in_service: how many requests the service has admitted (None: unknown). A group
+        waits for more only while some admitted request is not yet queued or running: a lone
+        request is not held back for company that cannot come."""
         self._run = run
         self._max_images = max_images
         self._max_wait_s = max_wait_s
         self._workers = workers
+        self._in_service = in_service
+        self._running = 0  # submissions being run by the workers
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -52,6 +58,11 @@ class RequestBatcher:
         QUEUE_DEPTH.inc(len(requests))
         return await future
 
+    def _more_may_come(self, grouped: int) -> bool:
+        if self._in_service is None:
+            return True
+        return self._in_service() > grouped + self._running + self._queue.qsize()
+
     async def _collect(self) -> list[_Pending]:
         group = [await self._queue.get()]
         count = len(group[0].requests)
@@ -60,6 +71,8 @@ class RequestBatcher:
             try:
                 pending = self._queue.get_nowait()
             except asyncio.QueueEmpty:
+                if not self._more_may_come(len(group)):
+                    break
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -85,6 +98,7 @@ class RequestBatcher:
             flat = [request for pending in group for request in pending.requests]
             GROUP_IMAGES.observe(len(flat))
             GROUP_REQUESTS.observe(len(group))
+            self._running += len(group)
             try:
                 results = await asyncio.to_thread(self._run, flat)
             except Exception:
@@ -92,6 +106,8 @@ class RequestBatcher:
                 for pending in group:
                     await self._run_alone(pending)
                 continue
+            finally:
+                self._running -= len(group)
             start = 0
             for pending in group:
                 stop = start + len(pending.requests)

@@ -168,11 +168,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = create_runtime(settings)
         load_canonical_face()
+        gate = AdmissionGate(settings.max_in_flight_requests)
         batcher = RequestBatcher(partial(estimate, runtime), settings.batch_max_images,
-                                 settings.batch_max_wait_ms / 1000, settings.batch_workers)
+                                 settings.batch_max_wait_ms / 1000, settings.batch_workers,
+                                 in_service=lambda: gate.admitted)
         app.state.runtime, app.state.batcher = runtime, batcher
         app.state.draining = False
-        app.state.gate = AdmissionGate(settings.max_in_flight_requests)
+        app.state.gate = gate
         describe_build(settings.runtime, model_hashes(settings.model_repository))
         batcher.start()
         grpc_server = (GrpcServer(settings, runtime, batcher, app.state.gate)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -58,6 +59,8 @@ from service.pipeline.solve import (
 from service.runtime.base import InferenceRuntime
 
 SHORT_RANGE, FULL_RANGE = "face_detector_short", "face_detector_full"
+# Model calls a pipeline run makes beside its own thread's.
+_SIDE_CALLS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="side-model-call")
 # Faces turned further than this get a second, mirrored fit averaged in.
 MIRROR_ABOVE_YAW_DEG = 25.0
 
@@ -170,8 +173,11 @@ def detect_faces(runtime: InferenceRuntime, images: list[np.ndarray], options: l
     if not images:
         return []
     lowest = min(o.min_score for o in options)
-    short = run_detector(runtime, SHORT_RANGE, images, lowest)
+    # The two models are independent and the runtimes release the GIL: side by side, a lone
+    # request's detection takes the longer model's time, not both.
+    short_range = _SIDE_CALLS.submit(run_detector, runtime, SHORT_RANGE, images, lowest)
     full = run_detector(runtime, FULL_RANGE, images, lowest)
+    short = short_range.result()
     results = []
     for s, f, image_options in zip(short, full, options, strict=True):
         found = merge_detections(s, f)
