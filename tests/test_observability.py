@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO, SERVER_ENV, free_port, wait_until
 from tests.images import astronaut, encode
@@ -136,6 +137,15 @@ def test_request_id_is_returned_and_logged_without_image_bytes(tmp_path: Path) -
     assert "landmarks" not in text and "JFIF" not in text and len(text) < 20_000
 
 
+def in_flight_http(url: str) -> float:
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "facepose_requests_in_flight" and \
+                    sample.labels.get("transport") == "http":
+                return sample.value
+    return 0.0
+
+
 def test_sigterm_finishes_the_request_in_flight_then_exits_0() -> None:
     port = free_port()
     env = {**__import__("os").environ, **SERVER_ENV, "FACEPOSE_PORT": str(port),
@@ -153,12 +163,15 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0() -> None:
 
     def send() -> None:
         outcome["response"] = httpx.post(f"{url}/v1/faces", files=files, timeout=120,
-                                         params={"include": "mesh,landmarks,iris"})
+                                         params={"include": "mesh,landmarks,iris,visibility"})
         finished_at.append(time.monotonic())
 
     sender = threading.Thread(target=send)
     sender.start()
-    time.sleep(0.5)  # the request is in flight
+    # In flight: the gauge counts it beside the scrape asking.
+    deadline = time.monotonic() + 30
+    while in_flight_http(url) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     terminated_at = time.monotonic()
     process.send_signal(signal.SIGTERM)
     sender.join(timeout=120)

@@ -5,8 +5,7 @@
 
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Annotated, Any, TypeVar
@@ -25,11 +24,12 @@ from starlette.responses import JSONResponse as StarletteJSONResponse
 from service import __version__
 from service.admission import AdmissionGate
 from service.api import schemas
+from service.api.middleware import ObserveRequests, RequireApiKey
 from service.api.options import INCLUDABLE, parse_boxes, parse_options
 from service.api.render import render_router
 from service.api.serialize import error_dict
 from service.api.ui import PUBLIC_PATHS, ui_router
-from service.auth import check_key, load_keys, presented_key
+from service.auth import load_keys
 from service.batching import RequestBatcher
 from service.config import Settings, get_settings
 from service.errors import (
@@ -39,17 +39,12 @@ from service.errors import (
     DeadlineExceeded,
     FaceposeError,
     TooManyImages,
-    Unauthorized,
     UnsupportedImage,
 )
 from service.estimate import decode_images, fill_entries
 from service.grpc.server import GrpcServer
-from service.logs import log_request, request_id_from
 from service.metrics import (
     BACKEND_READY,
-    REQUEST_SECONDS,
-    REQUESTS,
-    REQUESTS_IN_FLIGHT,
     describe_build,
 )
 from service.pipeline.decode import SUPPORTED_FORMATS
@@ -205,14 +200,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                           "Content-Type"],
                            expose_headers=["X-Request-ID", "Retry-After"])
 
-    @app.exception_handler(FaceposeError)
-    async def facepose_error(request: Request, exc: FaceposeError) -> JSONResponse:
+    def refusal(exc: FaceposeError) -> JSONResponse:
         response = error_response(exc.status, exc.code, exc.message)
         if exc.status in (429, 503):
             response.headers["Retry-After"] = str(settings.retry_after_s)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
+
+    @app.exception_handler(FaceposeError)
+    async def facepose_error(request: Request, exc: FaceposeError) -> JSONResponse:
+        return refusal(exc)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -237,33 +235,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.protect_health_and_metrics:
         open_paths |= {"/healthz", "/readyz", "/metrics"}
 
-    @app.middleware("http")
-    async def authenticate(request: Request,
-                           call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if api_keys and request.url.path not in open_paths and request.method != "OPTIONS":
-            try:
-                check_key(api_keys, presented_key(request.headers.get("authorization"),
-                                                  request.headers.get("x-api-key")))
-            except Unauthorized as exc:
-                return await facepose_error(request, exc)
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def observe(request: Request,
-                      call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request_id = request_id_from(request.headers.get("x-request-id"))
-        started = time.perf_counter()
-        with REQUESTS_IN_FLIGHT.labels("http").track_inprogress():
-            response = await call_next(request)
-        seconds = time.perf_counter() - started
-        route = request.scope.get("route")
-        path = route.path if route is not None else "unmatched"
-        REQUEST_SECONDS.labels(path, "http").observe(seconds)
-        REQUESTS.labels(path, "http", str(response.status_code)).inc()
-        response.headers["X-Request-ID"] = request_id
-        log_request(request_id, "http", request.method, path, str(response.status_code),
-                    seconds)
-        return response
+    # The last added runs first: every request is observed, refused ones included.
+    app.add_middleware(RequireApiKey, keys=api_keys, open_paths=open_paths, refusal=refusal)
+    app.add_middleware(ObserveRequests)
 
     @app.post(
         "/v1/faces",

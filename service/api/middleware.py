@@ -1,0 +1,80 @@
+"""The gateway's HTTP middleware: request ids, metrics and logs; API keys.
+
+Plain ASGI, not Starlette's BaseHTTPMiddleware, which runs the rest of every request in a task
+of its own behind memory streams: two of those cost more per request than the whole JSON
+response of a pose.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.auth import check_key, presented_key
+from service.errors import Unauthorized
+from service.logs import log_request, request_id_from
+from service.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT
+
+
+class ObserveRequests:
+    """Each HTTP request: an X-Request-ID (the client's, else a new one) on the response and
+    in its log line; counted and timed by route and status code."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(Headers(scope=scope).get("x-request-id"))
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            with REQUESTS_IN_FLIGHT.labels("http").track_inprogress():
+                await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            # The router put the matched route into the scope: label by its template, so that
+            # paths carrying ids cannot blow up the metric's label set.
+            route = scope.get("route")
+            path = route.path if route is not None else "unmatched"
+            REQUEST_SECONDS.labels(path, "http").observe(seconds)
+            REQUESTS.labels(path, "http", str(status)).inc()
+            log_request(request_id, "http", scope["method"], path, str(status), seconds)
+
+
+class RequireApiKey:
+    """Refuse HTTP requests without a valid API key, except to ``open_paths`` and CORS
+    preflights. No keys configured: everything is open."""
+
+    def __init__(self, app: ASGIApp, keys: tuple[bytes, ...], open_paths: Collection[str],
+                 refusal: Callable[[Unauthorized], Response]) -> None:
+        self.app = app
+        self.keys = keys
+        self.open_paths = frozenset(open_paths)
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and self.keys and scope["path"] not in self.open_paths
+                and scope["method"] != "OPTIONS"):
+            headers = Headers(scope=scope)
+            try:
+                check_key(self.keys, presented_key(headers.get("authorization"),
+                                                   headers.get("x-api-key")))
+            except Unauthorized as exc:
+                await self.refusal(exc)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
