@@ -90,6 +90,11 @@ class Pose:
     reprojection_rmse_px: float
 
 
+# From SQPnP's start LM has converged, to the last bit, after two or three steps; OpenCV's
+# default of 20 keeps stepping in place and costs a third more.
+LM_CRITERIA = (cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 8, float(np.finfo(np.float32).eps))
+
+
 def solve_pose(
     image_points: np.ndarray, model_points: np.ndarray, camera: Camera
 ) -> Pose:
@@ -114,7 +119,8 @@ def solve_pose(
         # Points collapsed onto a line or a point (a box of a pixel or two) have no pose.
         raise DegeneratePose("no pose fits these points")
     try:
-        rvec, tvec = cv2.solvePnPRefineLM(objects, pixels, intrinsics, None, rvec, tvec)
+        rvec, tvec = cv2.solvePnPRefineLM(objects, pixels, intrinsics, None, rvec, tvec,
+                                          criteria=LM_CRITERIA)
     except cv2.error as exc:
         raise DegeneratePose(str(exc).strip().splitlines()[-1]) from None
     projected, _ = cv2.projectPoints(objects, rvec, tvec, intrinsics, None)
@@ -173,7 +179,11 @@ def face_pose(landmarks_px: np.ndarray, keypoints_px: np.ndarray, presence: floa
         pose = solve_pose(points, model, camera)
     except DegeneratePose:
         return UNDEFINED_POSE
-    if not np.isfinite(keypoints_px).all():
+    yaw = abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1])
+    weight = np.clip((yaw - KEYPOINTS_FROM_YAW_DEG)
+                     / (KEYPOINTS_ONLY_YAW_DEG - KEYPOINTS_FROM_YAW_DEG), 0.0, 1.0)
+    if not np.isfinite(keypoints_px).all() or (weight == 0.0
+                                               and presence >= MESH_TRUSTED_PRESENCE):
         return pose
     try:
         from_keypoints = solve_pose(keypoints_px, face.keypoints_mm, camera)
@@ -181,11 +191,6 @@ def face_pose(landmarks_px: np.ndarray, keypoints_px: np.ndarray, presence: floa
         return pose
     if presence < MESH_TRUSTED_PRESENCE:
         return from_keypoints
-    yaw = abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1])
-    weight = np.clip((yaw - KEYPOINTS_FROM_YAW_DEG)
-                     / (KEYPOINTS_ONLY_YAW_DEG - KEYPOINTS_FROM_YAW_DEG), 0.0, 1.0)
-    if weight == 0.0:
-        return pose
     rotation = mean_rotation(pose.r_cam_from_model, from_keypoints.r_cam_from_model, weight)
     return pose_with_rotation(rotation, landmarks_px, face, camera)
 
