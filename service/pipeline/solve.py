@@ -90,11 +90,6 @@ class Pose:
     reprojection_rmse_px: float
 
 
-# From SQPnP's start LM has converged, to the last bit, after two or three steps; OpenCV's
-# default of 20 keeps stepping in place and costs a third more.
-LM_CRITERIA = (cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 8, float(np.finfo(np.float32).eps))
-
-
 def solve_pose(
     image_points: np.ndarray, model_points: np.ndarray, camera: Camera
 ) -> Pose:
@@ -107,7 +102,7 @@ def solve_pose(
     intrinsics = camera.matrix
     rvec = tvec = None
     # SQPnP finds the global minimum without an initial guess but refuses points that span a
-    # tiny angle (a small face seen through a long lens); EPnP then takes over. LM polishes.
+    # tiny angle (a small face seen through a long lens); EPnP then takes over.
     for flags in (cv2.SOLVEPNP_SQPNP, cv2.SOLVEPNP_EPNP):
         try:
             ok, rvec, tvec = cv2.solvePnP(objects, pixels, intrinsics, None, flags=flags)
@@ -118,11 +113,16 @@ def solve_pose(
     if not ok or rvec is None or tvec is None:
         # Points collapsed onto a line or a point (a box of a pixel or two) have no pose.
         raise DegeneratePose("no pose fits these points")
+    # SQPnP minimises an error in object space, up to 1.7 degrees from the reprojection
+    # optimum on real landmarks. OpenCV's iterative solver, started there, reaches the same
+    # optimum as solvePnPRefineLM in about half the time (0.6-1.0 ms against 0.9-1.6 ms).
     try:
-        rvec, tvec = cv2.solvePnPRefineLM(objects, pixels, intrinsics, None, rvec, tvec,
-                                          criteria=LM_CRITERIA)
+        ok, rvec, tvec = cv2.solvePnP(objects, pixels, intrinsics, None, rvec, tvec,
+                                      useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
     except cv2.error as exc:
         raise DegeneratePose(str(exc).strip().splitlines()[-1]) from None
+    if not ok:
+        raise DegeneratePose("the pose did not converge")
     projected, _ = cv2.projectPoints(objects, rvec, tvec, intrinsics, None)
     rmse = float(np.sqrt(np.mean(np.sum((projected[:, 0] - pixels) ** 2, axis=1))))
     rotation, _ = cv2.Rodrigues(rvec)
