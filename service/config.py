@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     # Browser origins allowed by CORS, comma-separated ("*" for any); empty: CORS off.
     cors_origins: str = ""
 
+    # Video streams (WebSocket /v1/stream, gRPC Track). Streams open at once, all transports
+    # together (more are refused); frames of one stream read but not yet answered (the next is
+    # not read until one is: the client's sends wait); seconds without a message before a
+    # stream is closed; the detector's period in frames when the client does not choose one.
+    stream_max_streams: int = Field(default=16, ge=1)
+    stream_max_frames_in_flight: int = Field(default=4, ge=1)
+    stream_idle_timeout_s: float = Field(default=30.0, gt=0)
+    stream_detect_every: int = Field(default=10, ge=1)
+
     # Defaults for the request options of the same names.
     default_max_faces: int = 16
     default_min_score: float = 0.5

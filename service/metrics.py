@@ -66,6 +66,24 @@ IMAGE_ERRORS = Counter(
 BACKEND_READY = Gauge(
     "facepose_backend_ready", "1 while the inference runtime is ready, else 0.",
 )
+STREAMS_OPEN = Gauge(
+    "facepose_streams_open", "Video streams open now (WebSocket /v1/stream, gRPC Track).",
+    ["transport"],
+)
+STREAMS_REJECTED = Counter(
+    "facepose_streams_rejected_total",
+    "Video streams refused because FACEPOSE_STREAM_MAX_STREAMS were open.", ["transport"],
+)
+STREAM_FRAMES = Counter(
+    "facepose_stream_frames_total",
+    "Video stream frames answered, by outcome: tracked (face-mesh model only), detected (the "
+    "detector ran as well) or error.", ["transport", "outcome"],
+)
+STREAM_DETECTOR_RUNS = Counter(
+    "facepose_stream_detector_runs_total",
+    "Detector runs in video streams, by reason: first frame, a track lost, no face tracked, "
+    "or the periodic search for new faces.", ["reason"],
+)
 BUILD = Info("facepose_build", "Version of the service and the runtime it uses.")
 MODEL_INFO = Gauge(
     "facepose_model_info", "Models loaded, with the sha256 of each ONNX file (value 1).",

@@ -28,6 +28,7 @@ from service.api.middleware import ObserveRequests, RequireApiKey
 from service.api.options import INCLUDABLE, parse_boxes, parse_options
 from service.api.render import render_router
 from service.api.serialize import error_dict
+from service.api.stream import stream_router
 from service.api.ui import PUBLIC_PATHS, ui_router
 from service.auth import load_keys
 from service.batching import RequestBatcher
@@ -292,6 +293,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"images": entries})
 
     app.include_router(render_router(settings))
+    app.include_router(stream_router(settings))
     app.include_router(ui_router())
 
     @app.get("/v1/mesh/topology", response_model=schemas.MeshTopology)

@@ -1,0 +1,229 @@
+"""Video streams over a real WebSocket (and real gRPC) against a real gateway process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import struct
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import websocket
+
+from service.api.stream import StreamErrorMessage
+from service.streaming import StreamFrameOut
+from tests.conftest import free_port, gateway
+from tests.video import Video, synthetic_video
+
+pytestmark = pytest.mark.slow
+API_KEY = "stream-test-key"
+
+
+@pytest.fixture(scope="module")
+def video() -> Video:
+    return synthetic_video(frames=30)
+
+
+@pytest.fixture(scope="module")
+def limited_grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def limited_url(limited_grpc_port: int) -> Iterator[str]:
+    """A gateway taking one stream at a time, idle after 1.5 s, with API keys on."""
+    with gateway({"FACEPOSE_STREAM_MAX_STREAMS": "1", "FACEPOSE_STREAM_IDLE_TIMEOUT_S": "1.5",
+                  "FACEPOSE_API_KEYS": API_KEY,
+                  "FACEPOSE_GRPC_PORT": str(limited_grpc_port)}) as url:
+        yield url
+
+
+def connect(url: str, headers: list[str] | None = None) -> websocket.WebSocket:
+    return websocket.create_connection(url.replace("http://", "ws://") + "/v1/stream",
+                                       timeout=60, header=headers or [])
+
+
+def send_json_frame(ws: websocket.WebSocket, data: bytes, frame_id: Any = None,
+                    timestamp_ms: float | None = None) -> None:
+    ws.send(json.dumps({"type": "frame", "id": frame_id, "timestamp_ms": timestamp_ms,
+                        "image": base64.b64encode(data).decode()}))
+
+
+def send_binary_frame(ws: websocket.WebSocket, data: bytes, header: dict[str, Any]) -> None:
+    encoded = json.dumps(header).encode()
+    ws.send_binary(struct.pack(">I", len(encoded)) + encoded + data)
+
+
+def until_closed(ws: websocket.WebSocket) -> tuple[list[dict[str, Any]], int, str]:
+    """The messages the server sends until it closes, its close code and reason."""
+    messages = []
+    while True:
+        opcode, frame = ws.recv_data_frame(True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            code = struct.unpack(">H", frame.data[:2])[0] if len(frame.data) >= 2 else 1005
+            ws.shutdown()
+            return messages, code, frame.data[2:].decode()
+        if opcode == websocket.ABNF.OPCODE_TEXT:
+            messages.append(json.loads(frame.data))
+
+
+def streams_open(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    values = re.findall(r'^facepose_streams_open\{transport="(\w+)"\} (\S+)$', text, re.M)
+    return sum(float(value) for _, value in values)
+
+
+def wait_for_streams_open(url: str, expected: float, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while (value := streams_open(url)) != expected:
+        assert time.monotonic() < deadline, f"{value} streams open, expected {expected}"
+        time.sleep(0.1)
+
+
+def test_stream_keeps_one_track_id_and_a_bad_frame_fails_alone(server_url: str,
+                                                                 video: Video) -> None:
+    ws = connect(server_url)
+    ws.send(json.dumps({"type": "config", "config": {
+        "include": ["landmarks68", "mesh"], "detect_every": 10,
+        "smoothing": {"rotation": {"beta": 4.0}}}}))
+    ack = json.loads(ws.recv())
+    assert ack["type"] == "config"
+    assert ack["config"]["detect_every"] == 10 and ack["config"]["include"] == ["landmarks68",
+                                                                                 "mesh"]
+    assert ack["config"]["smoothing"]["rotation"] == {"min_cutoff_hz": 1.0, "beta": 4.0,
+                                                      "d_cutoff_hz": 1.0}
+    bad = {7: ("corrupt", "corrupt_image"), 15: ("not-base64", "bad_request"),
+           21: ("late", "bad_request")}
+    sent = []
+    # Everything is sent before anything is read: the service reads on as it answers.
+    for k, (data, ms) in enumerate(zip(video.encoded, video.timestamps_ms, strict=True)):
+        if k == 7:
+            send_json_frame(ws, data[: len(data) // 4], "corrupt", ms - 1)
+            sent.append("corrupt")
+        if k == 15:
+            ws.send(json.dumps({"type": "frame", "id": "not-base64", "image": "@@@"}))
+            sent.append("not-base64")
+        if k == 21:
+            send_binary_frame(ws, data, {"id": "late", "timestamp_ms": 1.0})
+            sent.append("late")
+        if k % 2:
+            send_binary_frame(ws, data, {"id": f"f{k}", "timestamp_ms": ms})
+        else:
+            send_json_frame(ws, data, f"f{k}", ms)
+        sent.append(f"f{k}")
+    ws.send(json.dumps({"type": "end"}))
+    messages, code, _ = until_closed(ws)
+    assert code == 1000
+    frames, end = messages[:-1], messages[-1]
+    assert end == {"type": "end", "frames": len(sent)}
+    assert [f["id"] for f in frames] == sent
+    assert [f["frame"] for f in frames] == list(range(len(sent)))
+    for frame in frames:
+        StreamFrameOut.model_validate(frame)
+        if frame["id"] in {name for name, _ in bad.values()}:
+            continue
+        assert frame["error"] is None, frame["error"]
+        assert [face["track_id"] for face in frame["faces"]] == [1]
+        face = frame["faces"][0]
+        assert len(face["landmarks68"]) == 68 and len(face["mesh"]["vertices_mm"]) == 468
+    errors = {f["id"]: f["error"]["code"] for f in frames if f["error"]}
+    assert errors == {name: code for name, code in bad.values()}
+    assert all(not f["faces"] for f in frames if f["error"])
+    detected = [f["id"] for f in frames if f["detected"]]
+    assert detected[0] == "f0" and len(detected) <= 4
+
+
+def test_protocol_misuse_closes_the_stream_with_a_reason(server_url: str,
+                                                         video: Video) -> None:
+    cases: list[tuple[list[str | bytes], str, int]] = [
+        (["not json"], "bad_request", 1008),
+        ([json.dumps({"type": "rewind"})], "bad_request", 1008),
+        ([json.dumps({"type": "config", "config": {"detect_every": 0}})], "bad_option", 1008),
+        ([json.dumps({"type": "config", "config": {"smoothing": {"rotation": {"beta": -1}}}})],
+         "bad_option", 1008),
+        ([json.dumps({"type": "config", "config": {"min_presence": 0}})], "bad_option", 1008),
+    ]
+    for messages, expected, expected_code in cases:
+        ws = connect(server_url)
+        for message in messages:
+            ws.send(message)
+        received, code, reason = until_closed(ws)
+        assert code == expected_code and reason.startswith(expected)
+        StreamErrorMessage.model_validate(received[-1])
+        assert received[-1]["error"]["code"] == expected
+    ws = connect(server_url)
+    send_json_frame(ws, video.encoded[0], "first")
+    ws.send(json.dumps({"type": "config", "config": {}}))
+    received, code, reason = until_closed(ws)
+    assert [m["type"] for m in received] == ["frame", "error"]
+    assert code == 1008 and "before the first frame" in reason
+
+
+def test_frames_without_timestamps_are_spaced_by_fps(server_url: str, video: Video) -> None:
+    ws = connect(server_url)
+    ws.send(json.dumps({"type": "config", "config": {"fps": 25, "smoothing":
+                                                     {"enabled": False}}}))
+    ws.recv()
+    for data in video.encoded[:3]:
+        ws.send_binary(struct.pack(">I", 0) + data)
+    ws.send(json.dumps({"type": "end"}))
+    messages, code, _ = until_closed(ws)
+    assert code == 1000
+    assert [m["timestamp_ms"] for m in messages[:-1]] == [0.0, 40.0, 80.0]
+    assert all(m["faces"][0]["track_id"] == 1 for m in messages[:-1])
+
+
+def test_api_keys_apply_to_the_upgrade_request(limited_url: str, video: Video) -> None:
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        connect(limited_url)
+    assert refused.value.status_code == 401
+    assert json.loads(refused.value.resp_body)["error"]["code"] == "unauthorized"
+    with pytest.raises(websocket.WebSocketBadStatusException) as wrong:
+        connect(limited_url, ["X-API-Key: not-the-key"])
+    assert wrong.value.status_code == 401
+    for header in (f"X-API-Key: {API_KEY}", f"Authorization: Bearer {API_KEY}"):
+        ws = connect(limited_url, [header])
+        send_json_frame(ws, video.encoded[0], "one")
+        ws.send(json.dumps({"type": "end"}))
+        messages, code, _ = until_closed(ws)
+        assert code == 1000 and messages[0]["faces"][0]["track_id"] == 1
+        wait_for_streams_open(limited_url, 0)
+
+
+def test_stream_limit_and_idle_timeout(limited_url: str, video: Video) -> None:
+    key = [f"X-API-Key: {API_KEY}"]
+    first = connect(limited_url, key)
+    send_json_frame(first, video.encoded[0], "a")
+    assert json.loads(first.recv())["faces"][0]["track_id"] == 1
+    wait_for_streams_open(limited_url, 1)
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        connect(limited_url, key)
+    assert refused.value.status_code == 429
+    assert refused.value.resp_headers["retry-after"]
+    assert json.loads(refused.value.resp_body)["error"]["code"] == "overloaded"
+    # Silent for longer than the idle timeout: the service closes the stream.
+    messages, code, reason = until_closed(first)
+    assert code == 4408 and reason.startswith("idle_timeout")
+    assert messages == [{"type": "error", "error": {
+        "code": "idle_timeout", "message": "no message for 1.5 s: the stream is closed"}}]
+    wait_for_streams_open(limited_url, 0)
+    second = connect(limited_url, key)
+    second.send(json.dumps({"type": "end"}))
+    assert until_closed(second)[1] == 1000
+
+
+def test_a_client_that_vanishes_releases_its_stream(limited_url: str, video: Video) -> None:
+    ws = connect(limited_url, [f"X-API-Key: {API_KEY}"])
+    for k, data in enumerate(video.encoded[:12]):
+        send_json_frame(ws, data, k)
+    wait_for_streams_open(limited_url, 1)
+    # Gone without a close handshake, frames still in flight.
+    ws.sock.close()
+    wait_for_streams_open(limited_url, 0)
+    again = connect(limited_url, [f"X-API-Key: {API_KEY}"])
+    again.send(json.dumps({"type": "end"}))
+    assert until_closed(again)[1] == 1000
