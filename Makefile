@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 BIN := $(VENV)/bin
 
-.PHONY: env models tools run run-triton test lint eval fuzz soak bench-batch render-example clean
+.PHONY: env models tools run run-triton test lint eval fuzz soak bench bench-scaling bench-batch render-example clean
 
 env: $(VENV)/.installed
 
@@ -51,6 +51,13 @@ fuzz: models
 
 soak: models
 	$(BIN)/python scripts/soak.py --minutes 10
+
+# Side by side with the peer (mediapipe, installed into .bench/peer-env on first use).
+bench: models
+	$(BIN)/python scripts/bench.py
+
+bench-scaling: models
+	$(BIN)/python scripts/bench_scaling.py --plot docs/scaling.png
 
 bench-batch: models
 	$(BIN)/python scripts/bench_batch.py

@@ -154,11 +154,16 @@ def facepose_rows(label: str, env: dict[str, str], images: dict[str, bytes],
         def cpu() -> float:
             return process_tree_cpu(pid) + extra_cpu()
 
+        faces = {name: len(http.post(f"{url}/v1/faces", content=image,
+                                     headers={"Content-Type": "image/jpeg"}
+                                     ).json()["images"][0]["faces"])
+                 for name, image in images.items()}
+
         for transport, send in (("REST", rest), ("gRPC", grpc_call)):
             for concurrency in concurrencies:
                 figures = measure(send, mixed, concurrency, max(requests, 4 * concurrency), cpu)
                 rows.append({"runtime": label, "transport": transport, "images": "mixed",
-                             "concurrency": concurrency, **figures})
+                             "concurrency": concurrency, **figures, "faces": faces})
         # Single-image latency on the 640x480 one-face JPEG.
         figures = measure(rest, [images["vga_1face"]], 1, requests // 2, cpu)
         rows.append({"runtime": label, "transport": "REST", "images": "vga_1face",
@@ -240,6 +245,9 @@ def main() -> int:
               f"{best['concurrency']}): {ratio:.2f}x")
         print(f"p50 latency facepose/peer (640x480 one face, concurrency 1): "
               f"{vga['p50_ms'] / peer['vga_1face']['p50_ms']:.2f}x")
+        print("faces found per image: facepose " + ", ".join(
+            f"{name} {count}" for name, count in best["faces"].items()) + "; peer " + ", ".join(
+            f"{Path(name).stem} {count}" for name, count in peer["mixed"]["faces"].items()))
     args.out.write_text(json.dumps(rows, indent=2))
     print(f"raw numbers: {args.out}")
     return 0
