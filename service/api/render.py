@@ -8,12 +8,14 @@ silently dropping the rest would hide a client's mistake).
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api.options import INCLUDABLE, parse_boxes, parse_options
+from service.api.options import parse_boxes
+from service.api.query import ImageQuery
 from service.config import Settings
 from service.errors import BackendUnavailable, BadRequestBody
 from service.estimate import decode_images
@@ -74,8 +76,9 @@ def request_body(image_content_types: frozenset[str]) -> dict[str, Any]:
     }}
 
 
-def render_router(settings: Settings) -> APIRouter:
-    """The route, reading its input with the same helpers as /v1/faces."""
+def render_router(settings: Settings,
+                  query_options: Callable[..., Awaitable[ImageQuery]]) -> APIRouter:
+    """The route, reading its input with the same helpers and query options as /v1/faces."""
     # Imported here, not at the top: rest.py imports this module to register the route.
     from service.api.rest import ERROR_RESPONSES, IMAGE_CONTENT_TYPES, read_images, within
 
@@ -101,31 +104,11 @@ def render_router(settings: Settings) -> APIRouter:
     )
     async def render_image(
         request: Request,
-        include: Annotated[list[str], Query(
-            description=f"What to draw besides boxes, axes and angles: any of "
-                        f"{', '.join(INCLUDABLE)} (comma-separated or repeated); the mesh "
-                        "when none is drawable.")] = [],  # noqa: B006
-        max_faces: Annotated[int | None, Query(description="Faces per image, best first.")
-                             ] = None,
-        min_score: Annotated[float | None, Query(description="Drop detections below this "
-                                                 f"score (default {settings.default_min_score})."
-                                                 )] = None,
-        min_presence: Annotated[float | None, Query(
-            description="Drop faces whose face-presence score is below this (default "
-                        f"{settings.default_min_presence}; 0 keeps every face).")] = None,
-        fx: Annotated[float | None, Query(description="Focal length x, pixels.")] = None,
-        fy: Annotated[float | None, Query(description="Focal length y, pixels.")] = None,
-        cx: Annotated[float | None, Query(description="Principal point x, pixels.")] = None,
-        cy: Annotated[float | None, Query(description="Principal point y, pixels.")] = None,
-        boxes: Annotated[str | None, Query(
-            description="JSON: [[[x1, y1, x2, y2], ...]], the face boxes (tight around the "
-                        "face, brows to chin) to use instead of the detector.")] = None,
+        query: Annotated[ImageQuery, Depends(query_options)],
         image_format: Annotated[ImageFormat | None, Query(
             alias="format", description="jpeg or png; overrides the Accept header.")] = None,
     ) -> Response:
-        options = parse_options(settings, include=include, max_faces=max_faces,
-                                min_score=min_score, min_presence=min_presence,
-                                fx=fx, fy=fy, cx=cx, cy=cy)
+        options = query.options
         chosen = negotiate_format(image_format, request.headers.get("accept"))
         runtime: InferenceRuntime = request.app.state.runtime
         with request.app.state.gate.admit("http"):
@@ -136,7 +119,7 @@ def render_router(settings: Settings) -> APIRouter:
                 raise OneImageOnly(f"/v1/render draws one image and this request has "
                                    f"{len(encoded)}: send one part named 'images' (or use "
                                    "/v1/faces for several)")
-            options.boxes = parse_boxes(boxes, 1, settings.max_boxes_per_image)
+            options.boxes = parse_boxes(query.boxes_json, 1, settings.max_boxes_per_image)
             # One image: its failure is the request's, with the status /v1/faces gives it.
             # Full size, never the reduced decode /v1/faces may use: the drawing is the photo.
             _, images = await run_in_threadpool(decode_images, settings, encoded, options, True,

@@ -11,7 +11,7 @@ from functools import partial
 from typing import Annotated, Any, TypeVar
 
 import orjson
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,7 +25,8 @@ from service import __version__
 from service.admission import AdmissionGate
 from service.api import schemas
 from service.api.middleware import ObserveRequests, RequireApiKey
-from service.api.options import INCLUDABLE, parse_boxes, parse_options
+from service.api.options import parse_boxes
+from service.api.query import ImageQuery, image_query
 from service.api.render import render_router
 from service.api.serialize import error_dict
 from service.api.stream import stream_router
@@ -240,6 +241,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequireApiKey, keys=api_keys, open_paths=open_paths, refusal=refusal)
     app.add_middleware(ObserveRequests)
 
+    query_options = image_query(settings)
+
     @app.post(
         "/v1/faces",
         response_model=schemas.FacesResponse,
@@ -255,36 +258,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }},
         }}},
     )
-    async def faces(
-        request: Request,
-        include: Annotated[list[str], Query(
-            description=f"Any of {', '.join(INCLUDABLE)} (comma-separated or "
-                        "repeated); poses and boxes are always returned.")] = [],  # noqa: B006
-        max_faces: Annotated[int | None, Query(description="Faces per image, best first.")
-                             ] = None,
-        min_score: Annotated[float | None, Query(description="Drop detections below this "
-                                                 f"score (default {settings.default_min_score})."
-                                                 )] = None,
-        min_presence: Annotated[float | None, Query(
-            description="Drop faces whose face-presence score is below this (default "
-                        f"{settings.default_min_presence}; 0 keeps every face).")] = None,
-        fx: Annotated[float | None, Query(description="Focal length x, pixels.")] = None,
-        fy: Annotated[float | None, Query(description="Focal length y, pixels.")] = None,
-        cx: Annotated[float | None, Query(description="Principal point x, pixels.")] = None,
-        cy: Annotated[float | None, Query(description="Principal point y, pixels.")] = None,
-        boxes: Annotated[str | None, Query(
-            description="JSON: per image a list of [x1, y1, x2, y2] face boxes (tight around "
-                        "the face, brows to chin) to use instead of the detector.")] = None,
-    ) -> Response:
-        options = parse_options(settings, include=include, max_faces=max_faces,
-                                min_score=min_score, min_presence=min_presence,
-                                fx=fx, fy=fy, cx=cx, cy=cy)
+    async def faces(request: Request,
+                    query: Annotated[ImageQuery, Depends(query_options)]) -> Response:
+        options = query.options
         runtime: InferenceRuntime = request.app.state.runtime
         with request.app.state.gate.admit("http"):
             if not await run_in_threadpool(runtime.is_ready):
                 raise BackendUnavailable("the inference server is not ready")
             encoded, raw_body = await read_images(request, settings)
-            options.boxes = parse_boxes(boxes, len(encoded), settings.max_boxes_per_image)
+            options.boxes = parse_boxes(query.boxes_json, len(encoded),
+                                        settings.max_boxes_per_image)
             entries, images = await run_in_threadpool(decode_images, settings, encoded,
                                                        options, raw_body)
             results = await within(settings.request_timeout_s,
@@ -292,7 +275,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             entries = await run_in_threadpool(fill_entries, entries, results, options.include)
         return JSONResponse({"images": entries})
 
-    app.include_router(render_router(settings))
+    app.include_router(render_router(settings, query_options))
     app.include_router(stream_router(settings))
     app.include_router(ui_router())
 
