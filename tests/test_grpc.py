@@ -118,7 +118,8 @@ def test_health_reflection_and_topology(grpc_target: str) -> None:
         database = ProtoReflectionDescriptorDatabase(channel)
         assert "facepose.v1.FacePose" in database.get_services()
         methods = database.FindFileContainingSymbol("facepose.v1.FacePose").service[0].method
-        assert {m.name for m in methods} == {"Estimate", "EstimateStream", "GetMeshTopology"}
+        assert {m.name for m in methods} == {"Estimate", "EstimateStream", "GetMeshTopology",
+                                         "Track"}
         topology = pb_grpc.FacePoseStub(channel).GetMeshTopology(pb.GetMeshTopologyRequest(),
                                                                   timeout=5)
     assert topology.num_vertices == 468 and len(topology.triangles) == 898 * 3

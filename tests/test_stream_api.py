@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
+import queue
 import re
 import struct
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import websocket
 
 from service.api.stream import StreamErrorMessage
+from service.grpc import facepose_pb2 as pb
+from service.grpc import facepose_pb2_grpc as pb_grpc
 from service.streaming import StreamFrameOut
 from tests.conftest import free_port, gateway
 from tests.video import Video, synthetic_video
@@ -227,3 +231,116 @@ def test_a_client_that_vanishes_releases_its_stream(limited_url: str, video: Vid
     again = connect(limited_url, [f"X-API-Key: {API_KEY}"])
     again.send(json.dumps({"type": "end"}))
     assert until_closed(again)[1] == 1000
+
+
+# --- gRPC Track ---------------------------------------------------------------------------
+
+class Requests:
+    """A request stream the test feeds while the call runs; ``close`` half-closes it."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[pb.TrackRequest | None] = queue.Queue()
+
+    def put(self, request: pb.TrackRequest) -> None:
+        self._queue.put(request)
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def __iter__(self) -> Iterator[pb.TrackRequest]:
+        while (request := self._queue.get()) is not None:
+            yield request
+
+
+def frame_request(data: bytes, frame_id: str, timestamp_ms: float | None = None
+                  ) -> pb.TrackRequest:
+    return pb.TrackRequest(frame=pb.TrackFrame(id=frame_id, data=data,
+                                               timestamp_ms=timestamp_ms))
+
+
+def test_grpc_track_keeps_one_track_id_and_a_bad_frame_fails_alone(grpc_target: str,
+                                                                    video: Video) -> None:
+    config = pb.TrackConfig(options=pb.Options(include=[pb.INCLUDE_LANDMARKS68]),
+                            detect_every=10,
+                            smoothing=pb.Smoothing(rotation=pb.OneEuro(beta=3.0)))
+    requests = [pb.TrackRequest(config=config)]
+    for k, (data, ms) in enumerate(zip(video.encoded, video.timestamps_ms, strict=True)):
+        requests.append(frame_request(data, f"f{k}", ms))
+        if k == 5:
+            requests.append(frame_request(data[: len(data) // 4], "corrupt"))
+    with grpc.insecure_channel(grpc_target) as channel:
+        results = list(pb_grpc.FacePoseStub(channel).Track(iter(requests), timeout=120))
+    assert [r.id for r in results] == [r.frame.id for r in requests[1:]]
+    assert [r.frame for r in results] == list(range(len(requests) - 1))
+    for result in results:
+        if result.id == "corrupt":
+            assert result.result.error.code == "corrupt_image" and not result.result.faces
+            continue
+        assert not result.result.HasField("error")
+        assert [face.track_id for face in result.result.faces] == [1]
+        assert len(result.result.faces[0].landmarks68) == 136
+    assert [r.id for r in results if r.detected] == ["f0", "f10", "f20"]
+    assert results[1].HasField("timestamp_ms") and results[1].timestamp_ms == pytest.approx(
+        video.timestamps_ms[1])
+
+
+def test_grpc_track_misuse_and_bad_config_are_invalid_argument(grpc_target: str,
+                                                               video: Video) -> None:
+    cases = [
+        [frame_request(video.encoded[0], "a"), pb.TrackRequest(config=pb.TrackConfig())],
+        [pb.TrackRequest(config=pb.TrackConfig(detect_every=0))],
+        [pb.TrackRequest(config=pb.TrackConfig(options=pb.Options(min_presence=0.0)))],
+        [pb.TrackRequest()],
+    ]
+    with grpc.insecure_channel(grpc_target) as channel:
+        stub = pb_grpc.FacePoseStub(channel)
+        for requests in cases:
+            with pytest.raises(grpc.RpcError) as failed:
+                list(stub.Track(iter(requests), timeout=60))
+            assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert failed.value.details().split(":")[0] in {"bad_request", "bad_option"}
+
+
+def test_grpc_track_keys_limit_idle_and_release(limited_url: str, limited_grpc_port: int,
+                                                video: Video) -> None:
+    target = f"127.0.0.1:{limited_grpc_port}"
+    key = (("x-api-key", API_KEY),)
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.FacePoseStub(channel)
+        with pytest.raises(grpc.RpcError) as denied:
+            list(stub.Track(iter([frame_request(video.encoded[0], "a")]), timeout=60))
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        first = Requests()
+        first.put(frame_request(video.encoded[0], "a"))
+        call = stub.Track(iter(first), metadata=key, timeout=60)
+        assert next(call).result.faces[0].track_id == 1
+        wait_for_streams_open(limited_url, 1)
+        # One stream at most, whatever the transport.
+        with pytest.raises(grpc.RpcError) as full:
+            list(stub.Track(iter([frame_request(video.encoded[0], "b")]), metadata=key,
+                            timeout=60))
+        assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            connect(limited_url, [f"X-API-Key: {API_KEY}"])
+        assert refused.value.status_code == 429
+        # Silent past the idle timeout.
+        with pytest.raises(grpc.RpcError) as idle:
+            next(call)
+        assert idle.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert idle.value.details().startswith("idle_timeout")
+        first.close()
+        wait_for_streams_open(limited_url, 0)
+
+        # A client that cancels mid-stream releases it too.
+        second = Requests()
+        for k, data in enumerate(video.encoded[:8]):
+            second.put(frame_request(data, str(k)))
+        call = stub.Track(iter(second), metadata=key, timeout=60)
+        assert next(call).id == "0"
+        call.cancel()
+        second.close()
+        wait_for_streams_open(limited_url, 0)
+        half_closed = list(stub.Track(iter([frame_request(video.encoded[0], "c")]),
+                                      metadata=key, timeout=60))
+        assert [r.result.faces[0].track_id for r in half_closed] == [1]

@@ -167,7 +167,7 @@ class IrisPair(_message.Message):
     def __init__(self, right: _Optional[_Union[Iris, _Mapping]] = ..., left: _Optional[_Union[Iris, _Mapping]] = ...) -> None: ...
 
 class Face(_message.Message):
-    __slots__ = ("box", "score", "presence", "pose", "landmarks68", "landmarks", "mesh_vertices_mm", "iris", "visible", "visible68")
+    __slots__ = ("box", "score", "presence", "pose", "landmarks68", "landmarks", "mesh_vertices_mm", "iris", "visible", "visible68", "track_id")
     BOX_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +178,7 @@ class Face(_message.Message):
     IRIS_FIELD_NUMBER: _ClassVar[int]
     VISIBLE_FIELD_NUMBER: _ClassVar[int]
     VISIBLE68_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
     box: _containers.RepeatedScalarFieldContainer[float]
     score: float
     presence: float
@@ -188,7 +189,8 @@ class Face(_message.Message):
     iris: IrisPair
     visible: _containers.RepeatedScalarFieldContainer[bool]
     visible68: _containers.RepeatedScalarFieldContainer[bool]
-    def __init__(self, box: _Optional[_Iterable[float]] = ..., score: _Optional[float] = ..., presence: _Optional[float] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., landmarks68: _Optional[_Iterable[float]] = ..., landmarks: _Optional[_Iterable[float]] = ..., mesh_vertices_mm: _Optional[_Iterable[float]] = ..., iris: _Optional[_Union[IrisPair, _Mapping]] = ..., visible: _Optional[_Iterable[bool]] = ..., visible68: _Optional[_Iterable[bool]] = ...) -> None: ...
+    track_id: int
+    def __init__(self, box: _Optional[_Iterable[float]] = ..., score: _Optional[float] = ..., presence: _Optional[float] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., landmarks68: _Optional[_Iterable[float]] = ..., landmarks: _Optional[_Iterable[float]] = ..., mesh_vertices_mm: _Optional[_Iterable[float]] = ..., iris: _Optional[_Union[IrisPair, _Mapping]] = ..., visible: _Optional[_Iterable[bool]] = ..., visible68: _Optional[_Iterable[bool]] = ..., track_id: _Optional[int] = ...) -> None: ...
 
 class ImageResult(_message.Message):
     __slots__ = ("index", "width", "height", "camera", "faces", "error")
@@ -221,3 +223,69 @@ class MeshTopology(_message.Message):
     landmarks68: _containers.RepeatedScalarFieldContainer[int]
     canonical_vertices_mm: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, num_vertices: _Optional[int] = ..., triangles: _Optional[_Iterable[int]] = ..., landmarks68: _Optional[_Iterable[int]] = ..., canonical_vertices_mm: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class OneEuro(_message.Message):
+    __slots__ = ("min_cutoff_hz", "beta", "d_cutoff_hz")
+    MIN_CUTOFF_HZ_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    D_CUTOFF_HZ_FIELD_NUMBER: _ClassVar[int]
+    min_cutoff_hz: float
+    beta: float
+    d_cutoff_hz: float
+    def __init__(self, min_cutoff_hz: _Optional[float] = ..., beta: _Optional[float] = ..., d_cutoff_hz: _Optional[float] = ...) -> None: ...
+
+class Smoothing(_message.Message):
+    __slots__ = ("disabled", "rotation", "translation", "landmarks")
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_FIELD_NUMBER: _ClassVar[int]
+    TRANSLATION_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS_FIELD_NUMBER: _ClassVar[int]
+    disabled: bool
+    rotation: OneEuro
+    translation: OneEuro
+    landmarks: OneEuro
+    def __init__(self, disabled: bool = ..., rotation: _Optional[_Union[OneEuro, _Mapping]] = ..., translation: _Optional[_Union[OneEuro, _Mapping]] = ..., landmarks: _Optional[_Union[OneEuro, _Mapping]] = ...) -> None: ...
+
+class TrackConfig(_message.Message):
+    __slots__ = ("options", "detect_every", "fps", "smoothing")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    DETECT_EVERY_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    SMOOTHING_FIELD_NUMBER: _ClassVar[int]
+    options: Options
+    detect_every: int
+    fps: float
+    smoothing: Smoothing
+    def __init__(self, options: _Optional[_Union[Options, _Mapping]] = ..., detect_every: _Optional[int] = ..., fps: _Optional[float] = ..., smoothing: _Optional[_Union[Smoothing, _Mapping]] = ...) -> None: ...
+
+class TrackFrame(_message.Message):
+    __slots__ = ("id", "data", "timestamp_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    data: bytes
+    timestamp_ms: float
+    def __init__(self, id: _Optional[str] = ..., data: _Optional[bytes] = ..., timestamp_ms: _Optional[float] = ...) -> None: ...
+
+class TrackRequest(_message.Message):
+    __slots__ = ("config", "frame")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    config: TrackConfig
+    frame: TrackFrame
+    def __init__(self, config: _Optional[_Union[TrackConfig, _Mapping]] = ..., frame: _Optional[_Union[TrackFrame, _Mapping]] = ...) -> None: ...
+
+class TrackResult(_message.Message):
+    __slots__ = ("id", "frame", "timestamp_ms", "detected", "result")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    frame: int
+    timestamp_ms: float
+    detected: bool
+    result: ImageResult
+    def __init__(self, id: _Optional[str] = ..., frame: _Optional[int] = ..., timestamp_ms: _Optional[float] = ..., detected: bool = ..., result: _Optional[_Union[ImageResult, _Mapping]] = ...) -> None: ...

@@ -49,6 +49,11 @@ class FacePoseStub(object):
                 request_serializer=service_dot_grpc_dot_facepose__pb2.GetMeshTopologyRequest.SerializeToString,
                 response_deserializer=service_dot_grpc_dot_facepose__pb2.MeshTopology.FromString,
                 _registered_method=True)
+        self.Track = channel.stream_stream(
+                '/facepose.v1.FacePose/Track',
+                request_serializer=service_dot_grpc_dot_facepose__pb2.TrackRequest.SerializeToString,
+                response_deserializer=service_dot_grpc_dot_facepose__pb2.TrackResult.FromString,
+                _registered_method=True)
 
 
 class FacePoseServicer(object):
@@ -77,6 +82,17 @@ class FacePoseServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Track(self, request_iterator, context):
+        """The frames of one video in (an optional config first), one result per frame out, in
+        order: its faces, each with a track id that stays the same while the face is in view, and
+        smoothed poses (README, "Video streams"). A bad frame gets an error in its own result and
+        the stream goes on. A bad config or a config after a frame: INVALID_ARGUMENT; too many
+        streams open: RESOURCE_EXHAUSTED; no message for the idle timeout: DEADLINE_EXCEEDED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FacePoseServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +110,11 @@ def add_FacePoseServicer_to_server(servicer, server):
                     servicer.GetMeshTopology,
                     request_deserializer=service_dot_grpc_dot_facepose__pb2.GetMeshTopologyRequest.FromString,
                     response_serializer=service_dot_grpc_dot_facepose__pb2.MeshTopology.SerializeToString,
+            ),
+            'Track': grpc.stream_stream_rpc_method_handler(
+                    servicer.Track,
+                    request_deserializer=service_dot_grpc_dot_facepose__pb2.TrackRequest.FromString,
+                    response_serializer=service_dot_grpc_dot_facepose__pb2.TrackResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +198,33 @@ class FacePose(object):
             '/facepose.v1.FacePose/GetMeshTopology',
             service_dot_grpc_dot_facepose__pb2.GetMeshTopologyRequest.SerializeToString,
             service_dot_grpc_dot_facepose__pb2.MeshTopology.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Track(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/facepose.v1.FacePose/Track',
+            service_dot_grpc_dot_facepose__pb2.TrackRequest.SerializeToString,
+            service_dot_grpc_dot_facepose__pb2.TrackResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,10 +32,12 @@ from service.estimate import decode_images, fill_entries
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
 from service.grpc.convert import boxes_from_proto, image_result_to_proto, options_from_proto
+from service.grpc.track import track_frames
 from service.logs import LOGGER, log_request, request_id_from
 from service.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT
 from service.pipeline.solve import load_canonical_face
 from service.runtime.base import InferenceRuntime
+from service.streaming import StreamIdle
 
 T = TypeVar("T")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FacePose"].full_name
@@ -214,6 +216,24 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+
+    async def Track(self, request_iterator: AsyncIterator[pb.TrackRequest],
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TrackResult]:
+        with observed_call(context, "Track") as call:
+            try:
+                # Closed here, not whenever it is collected: closing releases the stream.
+                async with aclosing(track_frames(self.settings, self.runtime,
+                                                 request_iterator)) as results:
+                    async for result in results:
+                        yield result
+            except StreamIdle as exc:
+                call.code = grpc.StatusCode.DEADLINE_EXCEEDED
+                await context.abort(call.code, f"{exc.code}: {exc.message}")
+            except FaceposeError as exc:
+                call.code = status_for(exc)
+                await context.abort(call.code, f"{exc.code}: {exc.message}")
+            except Exception as exc:
+                await abort_internal(context, call, exc)
 
     async def GetMeshTopology(self, request: pb.GetMeshTopologyRequest,
                               context: grpc.aio.ServicerContext) -> pb.MeshTopology:
