@@ -89,29 +89,41 @@ def free_port() -> int:
 
 
 @contextmanager
-def gateway(env: dict[str, str]) -> Iterator[tuple[str, str, int]]:
+def gateway(env: dict[str, str], log_path: Path | None = None
+            ) -> Iterator[tuple[str, str, int]]:
+    """A gateway (`facepose serve`) on free loopback ports; yields (url, grpc target, pid).
+
+    Its output goes to ``log_path``, else nowhere. Shared by the scripts under scripts/.
+    """
     http_port, grpc_port = free_port(), free_port()
+    log = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve"], cwd=REPO,
-        env={**os.environ, **env, "FACEPOSE_PORT": str(http_port),
-             "FACEPOSE_GRPC_PORT": str(grpc_port), "FACEPOSE_MAX_IN_FLIGHT_REQUESTS": "256"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env={**os.environ, "FACEPOSE_MAX_IN_FLIGHT_REQUESTS": "256", **env,
+             "FACEPOSE_HOST": "127.0.0.1", "FACEPOSE_PORT": str(http_port),
+             "FACEPOSE_GRPC_PORT": str(grpc_port)},
+        stdout=log, stderr=subprocess.STDOUT if log_path is not None else subprocess.DEVNULL)
     url = f"http://127.0.0.1:{http_port}"
     try:
         deadline = time.monotonic() + 120
         while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the gateway exited with {process.returncode}"
+                                   + (f"; see {log_path}" if log_path else ""))
             try:
                 if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError("gateway not ready")
+                raise TimeoutError("the gateway was not ready within 120 s")
             time.sleep(0.2)
         yield url, f"127.0.0.1:{grpc_port}", process.pid
     finally:
         process.terminate()
         process.wait(timeout=60)
+        if log_path is not None:
+            log.close()
 
 
 def measure(send: Callable[[bytes], None], images: list[bytes], concurrency: int,

@@ -10,13 +10,7 @@ the mesh, axes and angles at a readable size.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -24,34 +18,10 @@ import httpx
 from skimage import data
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
-
-@contextmanager
-def local_gateway() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "FACEPOSE_PORT": str(port), "FACEPOSE_GRPC_PORT": "0"}
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host",
-                                "127.0.0.1"], cwd=REPO, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the gateway exited with {process.returncode}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the gateway did not get ready")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+from bench import gateway  # noqa: E402
 
 
 def example_photo() -> bytes:
@@ -81,7 +51,7 @@ def main() -> int:
     if args.url:
         render(args.url, args.out)
     else:
-        with local_gateway() as url:
+        with gateway({}) as (url, _, _):
             render(url, args.out)
     return 0
 

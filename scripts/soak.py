@@ -18,17 +18,14 @@ import argparse
 import json
 import os
 import random
-import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +38,9 @@ from skimage import data
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench import gateway  # noqa: E402
 
 from service.client import GrpcClient, RestClient  # noqa: E402
 
@@ -90,41 +90,6 @@ def make_images() -> tuple[dict[str, bytes], dict[str, bytes]]:
         "bomb.png": png_declaring(100_000, 100_000),
     }
     return good, bad
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def own_gateway(log_path: Path) -> Iterator[tuple[str, str, int]]:
-    """A gateway on free loopback ports; yields (url, grpc target, pid)."""
-    http_port, grpc_port = free_port(), free_port()
-    env = {**os.environ, "FACEPOSE_HOST": "127.0.0.1", "FACEPOSE_PORT": str(http_port),
-           "FACEPOSE_GRPC_PORT": str(grpc_port)}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO,
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{http_port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the gateway exited with {process.returncode}; see {log_path}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the gateway was not ready within 120 s; see {log_path}")
-            time.sleep(0.2)
-        yield url, f"127.0.0.1:{grpc_port}", process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 def pid_listening_on(port: int) -> int | None:
@@ -460,7 +425,7 @@ def main() -> int:
                     args.seed)
     log_path = Path(tempfile.mkdtemp(prefix="facepose-soak-")) / "gateway.log"
     print(f"starting a gateway (log: {log_path})", flush=True)
-    with own_gateway(log_path) as (url, target, pid):
+    with gateway({"FACEPOSE_MAX_IN_FLIGHT_REQUESTS": "64"}, log_path) as (url, target, pid):
         print(f"gateway pid {pid}: REST {url}, gRPC {target}", flush=True)
         status = soak(url, target, pid, args.minutes, args.workers, args.sample_s, args.seed)
     if status:
