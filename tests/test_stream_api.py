@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import queue
@@ -17,9 +18,11 @@ import pytest
 import websocket
 
 from service.api.stream import StreamErrorMessage
+from service.config import Settings
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
-from service.streaming import StreamFrameOut
+from service.runtime import create_runtime
+from service.streaming import FrameDone, FrameIn, Outgoing, StreamFrameOut, StreamRunner
 from tests.conftest import free_port, gateway
 from tests.video import Video, synthetic_video
 
@@ -344,3 +347,34 @@ def test_grpc_track_keys_limit_idle_and_release(limited_url: str, limited_grpc_p
         half_closed = list(stub.Track(iter([frame_request(video.encoded[0], "c")]),
                                       metadata=key, timeout=60))
         assert [r.result.faces[0].track_id for r in half_closed] == [1]
+
+
+def test_at_most_the_frames_in_flight_are_read_ahead_of_the_answers(video: Video) -> None:
+    """The stream reads a client's next message only when fewer than
+    FACEPOSE_STREAM_MAX_FRAMES_IN_FLIGHT frames wait for their answers (in process, real
+    models; the transport's receive and send are these two functions)."""
+    settings = Settings(stream_max_frames_in_flight=3)
+    runtime = create_runtime(settings)
+    frames = iter(video.encoded[:12])
+    read = answered = most_ahead = 0
+
+    async def receive() -> FrameIn | None:
+        nonlocal read, most_ahead
+        data = next(frames, None)
+        if data is None:
+            return None
+        read += 1
+        most_ahead = max(most_ahead, read - answered)
+        return FrameIn(data)
+
+    async def send(outgoing: Outgoing) -> None:
+        nonlocal answered
+        if isinstance(outgoing, FrameDone):
+            assert outgoing.body["error"] is None
+            answered += 1
+
+    try:
+        asyncio.run(StreamRunner(settings, runtime, "test").run(receive, send))
+    finally:
+        runtime.close()
+    assert answered == 12 and most_ahead == 3
