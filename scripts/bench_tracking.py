@@ -23,6 +23,9 @@ import numpy as np
 import websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import gateway
 
 from service.api.options import parse_options
 from service.config import Settings
@@ -31,7 +34,6 @@ from service.pipeline.pipeline import estimate
 from service.runtime import create_runtime
 from service.runtime.base import InferenceRuntime
 from service.streaming import FrameIn, StreamSession, parse_config
-from tests.conftest import gateway
 from tests.video import Video, synthetic_video
 
 Row = tuple[str, float, float, float, int]  # mode, frames/s, p50 ms, p95 ms, detector runs
@@ -96,7 +98,7 @@ def in_process(video: Video) -> list[Row]:
 
 def end_to_end(video: Video) -> list[Row]:
     rows = []
-    with gateway() as url, httpx.Client(base_url=url, timeout=60) as client:
+    with gateway({}) as (url, _, _), httpx.Client(base_url=url, timeout=60) as client:
         posted = [0]
 
         def post(k: int, data: bytes) -> None:
