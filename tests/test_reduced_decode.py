@@ -126,3 +126,31 @@ def test_small_face_is_fitted_from_a_finer_decode(runtime: InferenceRuntime) -> 
     error = np.linalg.norm(reduced.faces[0].landmarks_px[:, :2]
                            - full.faces[0].landmarks_px[:, :2], axis=1)
     assert np.median(error) < 1.0
+
+
+def test_client_boxes_and_iris_come_back_in_full_size_pixels(runtime: InferenceRuntime
+                                                             ) -> None:
+    settings = Settings()
+    data = encode(on_canvas(3600, (4000, 6000)))
+    full, _, _ = run(runtime, data, reduce=False)
+    box = full.faces[0].box
+    query = parse_options(settings, include=["iris"], max_faces=None, min_score=None,
+                          min_presence=None, fx=None, fy=None, cx=None, cy=None)
+    query.boxes = [box[None]]
+    _, requests = decode_images(settings, [data], query, True)
+    assert requests[0].reduction == 4
+    (result,) = estimate(runtime, requests)
+    face = result.faces[0]
+    # The client's box is returned as given, in the pixels it was given in.
+    assert np.allclose(face.box, box, atol=1e-6)
+    # Eyes need every pixel: decoded again at full size, the irises agree with a full run to a
+    # fraction of a percent of the face (the detector keypoints that turn the crop came from
+    # the reduced image).
+    _, full_requests = decode_images(settings, [data], query, True, reduce=False)
+    (reference,) = estimate(runtime, full_requests)
+    side = box[2] - box[0]
+    assert face.iris is not None and reference.faces[0].iris is not None
+    for eye, reference_eye in ((face.iris.left, reference.faces[0].iris.left),
+                               (face.iris.right, reference.faces[0].iris.right)):
+        assert np.linalg.norm(eye.centre - reference_eye.centre) < 0.005 * side
+        assert abs(eye.radius_px - reference_eye.radius_px) < 0.1 * reference_eye.radius_px
