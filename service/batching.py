@@ -25,7 +25,11 @@ class _Pending:
 
 
 class RequestBatcher:
-    """``submit`` returns each caller its own results, in order, whatever group it rode in."""
+    """``submit`` returns each caller its own results, in order, whatever group it rode in.
+
+    One collector forms the groups and up to ``workers`` groups run at once. While every runner
+    is busy the queue fills, and the next group takes all of it (up to ``max_images``).
+    """
 
     def __init__(self, run: Run, max_images: int, max_wait_s: float, workers: int,
                  in_service: Callable[[], int] | None = None) -> None:
@@ -37,18 +41,21 @@ class RequestBatcher:
         self._max_wait_s = max_wait_s
         self._workers = workers
         self._in_service = in_service
-        self._running = 0  # submissions being run by the workers
+        self._held = 0  # submissions in the group being collected
+        self._running = 0  # submissions in groups being run
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._collector: asyncio.Task[None] | None = None
+        self._groups: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+        self._collector = asyncio.create_task(self._collect_forever())
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [t for t in (self._collector, *self._groups) if t is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._collector, self._groups = None, set()
 
     async def submit(self, requests: list[ImageRequest]) -> list[ImageResult]:
         if not requests:
@@ -58,20 +65,21 @@ class RequestBatcher:
         QUEUE_DEPTH.inc(len(requests))
         return await future
 
-    def _more_may_come(self, grouped: int) -> bool:
+    def _more_may_come(self) -> bool:
         if self._in_service is None:
             return True
-        return self._in_service() > grouped + self._running + self._queue.qsize()
+        return self._in_service() > self._held + self._running + self._queue.qsize()
 
     async def _collect(self) -> list[_Pending]:
         group = [await self._queue.get()]
+        self._held = 1
         count = len(group[0].requests)
         deadline = time.perf_counter() + self._max_wait_s
         while count < self._max_images:
             try:
                 pending = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                if not self._more_may_come(len(group)):
+                if not self._more_may_come():
                     break
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
@@ -81,39 +89,50 @@ class RequestBatcher:
                 except TimeoutError:
                     break
             group.append(pending)
+            self._held += 1
             count += len(pending.requests)
         return group
 
-    async def _work(self) -> None:
+    async def _collect_forever(self) -> None:
+        runners = asyncio.Semaphore(self._workers)
         while True:
+            await runners.acquire()
             group = await self._collect()
+            self._held = 0
             QUEUE_DEPTH.dec(sum(len(p.requests) for p in group))
             # A caller that went away (cancelled) needs no work done for it.
             group = [p for p in group if not p.future.done()]
             if not group:
+                runners.release()
                 continue
-            started = time.perf_counter()
-            for pending in group:
-                STAGE_SECONDS.labels("queue").observe(started - pending.queued_at)
-            flat = [request for pending in group for request in pending.requests]
-            GROUP_IMAGES.observe(len(flat))
-            GROUP_REQUESTS.observe(len(group))
             self._running += len(group)
-            try:
-                results = await asyncio.to_thread(self._run, flat)
-            except Exception:
-                # One caller's input must not fail the others: each is run again on its own.
-                for pending in group:
-                    await self._run_alone(pending)
-                continue
-            finally:
-                self._running -= len(group)
-            start = 0
+            task = asyncio.create_task(self._run_group(group))
+            self._groups.add(task)
+            task.add_done_callback(self._groups.discard)
+            task.add_done_callback(lambda _: runners.release())
+
+    async def _run_group(self, group: list[_Pending]) -> None:
+        started = time.perf_counter()
+        for pending in group:
+            STAGE_SECONDS.labels("queue").observe(started - pending.queued_at)
+        flat = [request for pending in group for request in pending.requests]
+        GROUP_IMAGES.observe(len(flat))
+        GROUP_REQUESTS.observe(len(group))
+        try:
+            results = await asyncio.to_thread(self._run, flat)
+        except Exception:
+            # One caller's input must not fail the others: each is run again on its own.
             for pending in group:
-                stop = start + len(pending.requests)
-                if not pending.future.done():
-                    pending.future.set_result(results[start:stop])
-                start = stop
+                await self._run_alone(pending)
+            return
+        finally:
+            self._running -= len(group)
+        start = 0
+        for pending in group:
+            stop = start + len(pending.requests)
+            if not pending.future.done():
+                pending.future.set_result(results[start:stop])
+            start = stop
 
     async def _run_alone(self, pending: _Pending) -> None:
         if pending.future.done():

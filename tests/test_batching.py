@@ -1,0 +1,64 @@
+"""The batcher waits for company only when an admitted request is still on its way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from service.batching import RequestBatcher
+from service.pipeline.pipeline import ImageRequest, ImageResult, Options
+from service.pipeline.solve import Camera
+
+MAX_WAIT_S = 0.5
+
+
+def image_request() -> ImageRequest:
+    return ImageRequest(np.zeros((8, 8, 3), np.uint8), Camera(10, 10, 4, 4, "default"),
+                        Options(1, 0.5, 0.5))
+
+
+def run_groups(groups: list[int]) -> object:
+    def run(requests: list[ImageRequest]) -> list[ImageResult]:
+        groups.append(len(requests))
+        return [ImageResult(r.camera) for r in requests]
+    return run
+
+
+def test_a_lone_request_is_not_held_back() -> None:
+    async def scenario() -> float:
+        admitted = 1
+        groups: list[int] = []
+        batcher = RequestBatcher(run_groups(groups), 8, MAX_WAIT_S, workers=2,  # type: ignore[arg-type]
+                                 in_service=lambda: admitted)
+        batcher.start()
+        started = time.perf_counter()
+        await batcher.submit([image_request()])
+        seconds = time.perf_counter() - started
+        await batcher.stop()
+        return seconds
+
+    assert asyncio.run(scenario()) < MAX_WAIT_S / 5
+
+
+def test_a_request_on_its_way_is_waited_for_and_grouped() -> None:
+    async def scenario() -> tuple[list[int], float]:
+        groups: list[int] = []
+        batcher = RequestBatcher(run_groups(groups), 8, MAX_WAIT_S, workers=2,  # type: ignore[arg-type]
+                                 in_service=lambda: 2)
+        batcher.start()
+        started = time.perf_counter()
+
+        async def late() -> list[ImageResult]:
+            await asyncio.sleep(0.05)  # still decoding when the first is queued
+            return await batcher.submit([image_request()])
+
+        await asyncio.gather(batcher.submit([image_request()]), late())
+        seconds = time.perf_counter() - started
+        await batcher.stop()
+        return groups, seconds
+
+    groups, seconds = asyncio.run(scenario())
+    assert groups == [2]
+    assert seconds < MAX_WAIT_S / 2
