@@ -13,7 +13,7 @@ from service.api.serialize import error_dict, image_dict
 from service.config import Settings
 from service.errors import FaceposeError
 from service.metrics import FACES_PER_IMAGE, IMAGE_ERRORS, STAGE_SECONDS
-from service.pipeline.decode import check_image, decode_pixels, reduction_for
+from service.pipeline.decode import check_image, decode_pixels, exif_turns, reduction_for
 from service.pipeline.pipeline import ImageRequest, ImageResult
 from service.pipeline.scale import rescale_boxes, rescale_camera
 
@@ -53,7 +53,10 @@ def decode_images(settings: Settings, encoded: list[bytes], options: RequestOpti
         # The EXIF orientation may have turned the stored size; the decoded shape knows.
         height, width = image.shape[:2]
         if reduction > 1:
-            width, height = oriented_size(image.shape, stored_width, stored_height)
+            # The full size, as displayed: the stored one, turned by the EXIF orientation.
+            turned = exif_turns(data)
+            width, height = ((stored_height, stored_width) if turned
+                             else (stored_width, stored_height))
         camera = options.camera_for(width, height, settings.default_fov_deg)
         boxes = options.boxes[index] if options.boxes is not None else None
         if reduction > 1:
@@ -64,14 +67,6 @@ def decode_images(settings: Settings, encoded: list[bytes], options: RequestOpti
                                      partial(decode_pixels, data, image_format)))
         entries.append({"index": index, "width": width, "height": height})
     return entries, requests
-
-
-def oriented_size(shape: tuple[int, ...], stored_width: int, stored_height: int
-                  ) -> tuple[int, int]:
-    """Full-size (width, height) of an image decoded reduced: the stored size, turned if the
-    EXIF orientation turned the decoded image."""
-    turned = (shape[1] > shape[0]) != (stored_width > stored_height)
-    return (stored_height, stored_width) if turned else (stored_width, stored_height)
 
 
 def fill_entries(entries: list[dict[str, Any]], results: list[ImageResult],

@@ -154,3 +154,20 @@ def test_client_boxes_and_iris_come_back_in_full_size_pixels(runtime: InferenceR
                                (face.iris.right, reference.faces[0].iris.right)):
         assert np.linalg.norm(eye.centre - reference_eye.centre) < 0.005 * side
         assert abs(eye.radius_px - reference_eye.radius_px) < 0.1 * reference_eye.radius_px
+
+
+def test_nearly_square_reduced_jpeg_keeps_its_size_and_rmse_is_in_full_pixels(
+        runtime: InferenceRuntime) -> None:
+    # 4000 x 3999 decodes at 1/2 to 2000 x 2000: the shape alone cannot tell which side is which.
+    settings = Settings()
+    image = np.full((3999, 4000, 3), 90, np.uint8)
+    image[800:3200, 900:3300] = cv2.resize(astronaut(), (2400, 2400))
+    data = encode(image)
+    entries, requests = decode_images(settings, [data], options(settings), True)
+    assert requests[0].reduction == 2 and requests[0].image.shape[:2] == (2000, 2000)
+    assert (entries[0]["width"], entries[0]["height"]) == (4000, 3999)
+    (reduced,) = estimate(runtime, requests)
+    full, _, _ = run(runtime, data, reduce=False)
+    # The reprojection error is in full-size pixels, as the landmarks are.
+    ratio = reduced.faces[0].pose.reprojection_rmse_px / full.faces[0].pose.reprojection_rmse_px
+    assert 0.75 < ratio < 1.33

@@ -102,6 +102,17 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[str, int,
     return image_format, width, height
 
 
+def exif_turns(data: bytes) -> bool:
+    """Whether the EXIF orientation (5 to 8) swaps the stored width and height."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as header:
+                return header.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:
+        return False
+
+
 def reduction_for(image_format: str, width: int, height: int, working_side: int) -> int:
     """The largest JPEG reduction (1, 2, 4 or 8) that keeps the longer side >= working_side."""
     if image_format != "JPEG":

@@ -382,12 +382,15 @@ def sharpen(runtime: InferenceRuntime, requests: list[ImageRequest], located: li
 
 
 def to_full_size(result: ImageResult, reduction: int) -> ImageResult:
-    """An image's result in full-size pixels; poses and metric meshes need no change."""
+    """An image's result in full-size pixels; rotations, translations and metric meshes need
+    no change."""
     if reduction == 1:
         return result
     for face in result.faces:
         face.box = rescale_boxes(face.box[None], reduction)[0]
         face.landmarks_px = rescale_landmarks(face.landmarks_px, reduction)
+        face.pose = replace(face.pose,
+                            reprojection_rmse_px=face.pose.reprojection_rmse_px * reduction)
     return ImageResult(rescale_camera(result.camera, reduction), result.faces)
 
 

@@ -18,7 +18,8 @@ from service.runtime.model_config import ModelSpec, load_model_specs
 CPU_CHUNK = 1
 # The items of one call run side by side on this many cores at most (sessions are thread-safe
 # and release the GIL), so that the faces of one lone image do not queue behind each other.
-PARALLEL_ITEMS = max(1, min(4, len(os.sched_getaffinity(0))))
+PARALLEL_ITEMS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                               else os.cpu_count() or 1))
 
 
 def _session_options(intra_op_threads: int) -> ort.SessionOptions:
