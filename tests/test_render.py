@@ -173,6 +173,9 @@ def test_format_negotiation() -> None:
     assert negotiate_format(None, "image/*, image/png") == "png"  # exact beats wildcard
     assert negotiate_format(None, "application/json") == "jpeg"
     assert negotiate_format("png", "image/jpeg") == "png"  # format= wins
+    assert negotiate_format(None, "image/png;q=0, image/*") == "jpeg"  # q=0: not acceptable
+    assert negotiate_format(None, "image/jpeg;q=0.5, */*") == "png"  # the exact range's q
+    assert negotiate_format(None, "image/png;q=0") == "jpeg"
 
 
 def posed_face(yaw: float, pitch: float, width: int = 640, height: int = 480) -> ImageResult:

@@ -20,6 +20,7 @@ from service.config import Settings
 from service.errors import BackendUnavailable, BadRequestBody
 from service.estimate import decode_images
 from service.metrics import FACES_PER_IMAGE, STAGE_SECONDS
+from service.pipeline.decode import decode_pixels
 from service.pipeline.pipeline import ImageRequest, ImageResult
 from service.pipeline.render import FORMATS, encode, render
 from service.runtime.base import InferenceRuntime
@@ -32,13 +33,17 @@ class OneImageOnly(BadRequestBody):
 
 
 def negotiate_format(requested: ImageFormat | None, accept: str | None) -> ImageFormat:
-    """``format=`` if given; else the better of image/png and image/jpeg by the Accept
-    header's q-values (JPEG on a tie, or when Accept names neither: browsers send `*/*`)."""
+    """``format=`` if given; else the better of image/png and image/jpeg by the Accept header
+    (RFC 9110: each type takes the q of its most specific matching range, exact type over
+    image/* over */*; q=0 means not acceptable). On equal q the exact type wins; then JPEG,
+    also when Accept names neither (browsers send `*/*`).
+    """
     if requested is not None:
         return requested
-    quality = {"jpeg": 0.0, "png": 0.0}
+    # Per format: (specificity of the best-matching range so far, its q).
+    quality = {name: (-1, 0.0) for name in FORMATS}
     for item in (accept or "").split(","):
-        media, *params = (part.strip() for part in item.split(";"))
+        media, *params = (part.strip().lower() for part in item.split(";"))
         q = 1.0
         for param in params:
             name, _, value = param.partition("=")
@@ -48,17 +53,20 @@ def negotiate_format(requested: ImageFormat | None, accept: str | None) -> Image
                 except ValueError:
                     q = 0.0
         for name, (media_type, _) in FORMATS.items():
-            if media.lower() in (media_type, "image/*", "*/*"):
-                # The exact type outranks a wildcard, whatever the order they come in.
-                exact = media.lower() == media_type
-                quality[name] = max(quality[name], q + (1e-3 if exact else 0.0))
-    return "png" if quality["png"] > quality["jpeg"] else "jpeg"
+            specificity = {media_type: 2, "image/*": 1, "*/*": 0}.get(media, -1)
+            if specificity > quality[name][0]:
+                quality[name] = (specificity, q)
+    # On equal q the type named outright beats one a wildcard let in.
+    png, jpeg = quality["png"][::-1], quality["jpeg"][::-1]
+    return "png" if png[0] > 0 and png > jpeg else "jpeg"
 
 
-def draw(image: ImageRequest, result: ImageResult, include: frozenset[str],
+def draw(encoded: bytes, image: ImageRequest, result: ImageResult, include: frozenset[str],
          image_format: ImageFormat) -> bytes:
+    """The picture: ``result`` (full-size pixels) drawn on the full-size photo."""
     with STAGE_SECONDS.labels("render").time():
-        return encode(render(image.image, result, include), image_format)
+        photo = image.image if image.reduction == 1 else decode_pixels(encoded)
+        return encode(render(photo, result, include), image_format)
 
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -121,13 +129,14 @@ def render_router(settings: Settings,
                                    "/v1/faces for several)")
             options.boxes = parse_boxes(query.boxes_json, 1, settings.max_boxes_per_image)
             # One image: its failure is the request's, with the status /v1/faces gives it.
-            # Full size, never the reduced decode /v1/faces may use: the drawing is the photo.
-            _, images = await run_in_threadpool(decode_images, settings, encoded, options, True,
-                                                reduce=False)
+            # Estimated as /v1/faces does (which may decode a large JPEG reduced), so the two
+            # give the same numbers; drawn on the full-size photo.
+            _, images = await run_in_threadpool(decode_images, settings, encoded, options, True)
             (result,) = await within(settings.request_timeout_s,
                                      request.app.state.batcher.submit(images))
             FACES_PER_IMAGE.observe(len(result.faces))
-            picture = await run_in_threadpool(draw, images[0], result, options.include, chosen)
+            picture = await run_in_threadpool(draw, encoded[0], images[0], result,
+                                              options.include, chosen)
         media_type, _ = FORMATS[chosen]
         return Response(picture, media_type=media_type,
                         headers={"X-Face-Count": str(len(result.faces)),
