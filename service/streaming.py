@@ -8,6 +8,7 @@ turn their messages into ``Incoming`` items and the ``Outgoing`` ones back into 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +16,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from service.api.options import RequestOptions, parse_options
 from service.api.schemas import CameraOut, ErrorDetail, FaceOut
@@ -345,14 +345,35 @@ class StreamRunner:
             if isinstance(item, FaceposeError):
                 raise item
             if isinstance(item, ConfigAck):
-                await send(item)
+                await self._send(send, item)
             else:
-                assert self.session is not None
-                # Not abandoned when cancelled: the stream is released only once its model
-                # calls are done, so that streams opened after it find the workers free.
-                await send(FrameDone(await run_in_threadpool(self.session.process, item)))
+                await self._send(send, FrameDone(await self._process(item)))
             self._in_flight.release()
-        await send(StreamEnd(self.session.frames if self.session is not None else 0))
+        await self._send(send, StreamEnd(self.session.frames if self.session is not None else 0))
+
+    async def _process(self, frame: FrameIn) -> dict[str, Any]:
+        """The frame's answer, worked out in a thread. Cancelled (the client gone), it still
+        waits for the thread: model calls cannot be interrupted, and the stream's slot is given
+        back only once they are done, so that what runs stays within the limits."""
+        assert self.session is not None
+        work = asyncio.get_running_loop().run_in_executor(None, self.session.process, frame)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await work
+            raise
+
+    async def _send(self, send: Callable[[Outgoing], Awaitable[None]],
+                    outgoing: Outgoing) -> None:
+        """Send within the idle timeout: a client that stops reading must not hold its slot
+        and its frames forever."""
+        idle_s = self.settings.stream_idle_timeout_s
+        try:
+            await asyncio.wait_for(send(outgoing), idle_s)
+        except TimeoutError:
+            raise StreamIdle(f"the client read nothing for {idle_s:g} s: the stream is "
+                             "closed") from None
 
 
 # --- Streams open at once -------------------------------------------------------------------

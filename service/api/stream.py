@@ -8,6 +8,7 @@ documents the messages; the pydantic models below are their schemas.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -199,13 +200,18 @@ async def send_message(websocket: WebSocket, outgoing: Outgoing) -> None:
     await websocket.send_text(_text(content))
 
 
+CLOSE_TIMEOUT_S = 5.0
+
+
 async def close_with_error(websocket: WebSocket, code: int, error: FaceposeError) -> None:
-    """Say why in an error message, then close with ``code``; the client may be gone."""
-    with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-        await websocket.send_text(_text({"type": "error",
-                                         "error": error_dict(error.code, error.message)}))
-        reason = f"{error.code}: {error.message}".encode()[:MAX_REASON_BYTES]
-        await websocket.close(code, reason.decode(errors="ignore"))
+    """Say why in an error message, then close with ``code``; the client may be gone, or
+    reading nothing (then the server gives up after CLOSE_TIMEOUT_S)."""
+    with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await websocket.send_text(_text({"type": "error",
+                                             "error": error_dict(error.code, error.message)}))
+            reason = f"{error.code}: {error.message}".encode()[:MAX_REASON_BYTES]
+            await websocket.close(code, reason.decode(errors="ignore"))
 
 
 async def refuse(websocket: WebSocket, error: FaceposeError, retry_after_s: int) -> None:
