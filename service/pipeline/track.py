@@ -48,6 +48,9 @@ REFIT_SHIFT, REFIT_SCALE, REFIT_TURN = 0.08, 0.08, np.radians(8.0)
 # Landmark boxes overlapping this much are one face: a detection of a face already tracked,
 # or two tracks that slid onto the same face.
 SAME_FACE_IOU = 0.5
+# A detector box whose centre lies in a tracked face is that face's only when it also overlaps
+# it this much (a detector box is tighter than the landmarks' box).
+FOLLOWED_IOU = 0.2
 # A face found where a track was lost in the same frame takes over its id above this overlap.
 REACQUIRE_IOU = 0.3
 
@@ -108,10 +111,12 @@ class Tracker:
         self._next_id = 1
         self._since_detection = 0
         self._image_shape: tuple[int, ...] | None = None
+        self._dropped: list[Track] = []  # tracks whose pose failed on the last frame
 
     def reset(self) -> None:
         """Forget every track (ids are never reused)."""
         self.tracks = []
+        self._dropped = []
 
     def step(self, image: np.ndarray, camera: Camera, time_s: float) -> FrameResult:
         """Track the faces into this frame. image: (H, W, 3) uint8 RGB; time_s increasing."""
@@ -121,6 +126,8 @@ class Tracker:
             self._image_shape = image.shape
         options = self.settings.options
         kept, lost = self._follow(image)
+        # Tracks whose pose failed last frame: the detector may find them again, same id.
+        lost, self._dropped = lost + self._dropped, []
         reason: DetectReason | None = None
         if not self.tracks:
             reason = "first" if self.frames == 0 else "none_tracked"
@@ -180,8 +187,12 @@ class Tracker:
         fresh = []
         for i, box in enumerate(boxes):
             centre = (box[:2] + box[2:]) / 2
+            # Followed already: its centre inside a tracked face and overlapping it. The centre
+            # alone would take a smaller face in front of a larger one (a child held up) for
+            # the larger.
             inside = (np.flatnonzero(np.all((kept_boxes[:, :2] <= centre)
-                                            & (centre <= kept_boxes[:, 2:]), axis=1))
+                                            & (centre <= kept_boxes[:, 2:]), axis=1)
+                                     & (box_iou(box, kept_boxes) > FOLLOWED_IOU))
                       if kept_boxes is not None else [])
             if len(inside):
                 kept[int(inside[0])].score = float(scores[i])
@@ -243,6 +254,7 @@ class Tracker:
             if not (np.isfinite(pose.r_cam_from_model).all()
                     and np.isfinite(pose.t_cam_from_model_mm).all()):
                 # No pose: the landmarks have left the face; the detector picks it up again.
+                self._dropped.append(track)
                 continue
             landmarks = track.landmarks_px
             if track.smoother is not None:
@@ -258,6 +270,8 @@ class Tracker:
             alive.append(track)
         self.tracks = alive
         if self.settings.options.iris and faces:
+            # Irises come from this frame's pixels, unsmoothed: a filter would let them slide
+            # off the eyes they are measured in.
             pairs = run_iris(self.runtime, image, np.stack([t.landmarks_px for t in alive]))
             for tracked, pair in zip(faces, pairs, strict=True):
                 tracked.face.iris = pair
