@@ -23,7 +23,7 @@ from service.models.convert import (
     batch_pinned_tensors,
     make_batch_dynamic,
     nhwc_input,
-    prelu_as_relus,
+    prelu_as_convolutions,
     shape_outputs,
     sort_initializers,
     tflite_to_onnx,
@@ -42,7 +42,7 @@ from service.models.verify import (
 from service.runtime.model_config import ModelSpec, parse_model_config
 
 # Bump when the conversion changes, so that existing builds are redone.
-CONVERSION_VERSION = 3
+CONVERSION_VERSION = 4
 MANIFEST = "manifest.json"
 
 
@@ -114,7 +114,7 @@ def check_against_config(model: onnx.ModelProto, spec: ModelSpec) -> None:
 def convert(source: ModelSource, tflite_model: bytes) -> onnx.ModelProto:
     """The TFLite model as ONNX: NHWC input ``image`` (batch, S, S, 3), stable output names."""
     model = make_batch_dynamic(tflite_to_onnx(tflite_model))
-    model = prelu_as_relus(nhwc_input(model, INPUT_NAME))
+    model = prelu_as_convolutions(nhwc_input(model, INPUT_NAME))
     model = sort_initializers(shape_outputs(model, source.outputs))
     model.producer_name = "facepose models build"
     model.doc_string = (f"{source.package.requirement}:{source.member}; input RGB NHWC in "

@@ -186,34 +186,44 @@ def shape_outputs(model: onnx.ModelProto, outputs: Sequence[OutputSpec]) -> onnx
     return model
 
 
-def prelu_as_relus(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Each PRelu(x, a) rewritten as Relu(x) + (-a) * Relu(-x), which is exact in floating point.
+def prelu_as_convolutions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Each per-channel PRelu(x, a) rewritten as Relu(x) + (-a) * Relu(-x), the two products
+    as 1x1 depthwise convolutions (weights -1 and -a).
 
-    ONNX Runtime has no blocked-layout (NCHWc) PRelu: every one of them reorders its input out
-    of the convolutions' layout and back, and runs a slow broadcast kernel. The rewritten form
-    stays in the blocked layout; measured on one core the face mesh runs in 2.0 ms instead of
-    5.2 and the iris model in 2.3 instead of 4.8, with bit-identical outputs.
+    ONNX Runtime has no blocked-layout (NCHWc) PRelu: each of them reorders its input out of the
+    convolutions' layout and back and runs a slow broadcast kernel. Convolutions, ReLU and Add
+    stay in the blocked layout, and it fuses each ReLU and the Add into the convolution before
+    them. Measured on one core: face mesh 4.7 -> 1.4 ms, iris 3.7 -> 1.4 ms; outputs within
+    5e-5 of the PRelu graph's (as elementwise Neg and Mul: 2.2 and 1.8 ms, Neg and Mul still
+    reordering).
     """
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
-        if node.op_type != "PRelu" or node.input[1] not in initializers:
-            nodes.append(node)
+        slope = (numpy_helper.to_array(initializers[node.input[1]])
+                 if node.op_type == "PRelu" and node.input[1] in initializers else None)
+        if slope is None or slope.ndim not in (3, 4) or slope.size != slope.shape[-3]:
+            nodes.append(node)  # not one slope per channel of an NCHW map
             continue
-        x, slope, y = node.input[0], node.input[1], node.output[0]
+        channels = slope.size
+        x, y = node.input[0], node.output[0]
         stem = node.name or y
-        negated = numpy_helper.from_array(-numpy_helper.to_array(initializers[slope]),
-                                          f"{stem}_negated_slope")
-        graph.initializer.append(negated)
+        flip = numpy_helper.from_array(np.full((channels, 1, 1, 1), -1.0, np.float32),
+                                       f"{stem}_flip_weights")
+        scale = numpy_helper.from_array((-slope).reshape(channels, 1, 1, 1).astype(np.float32),
+                                        f"{stem}_negated_slope_weights")
+        graph.initializer.extend([flip, scale])
+        depthwise = {"group": channels, "kernel_shape": [1, 1]}
         nodes += [
             helper.make_node("Relu", [x], [f"{stem}_positive"], name=f"{stem}_relu"),
-            helper.make_node("Neg", [x], [f"{stem}_flipped"], name=f"{stem}_neg"),
+            helper.make_node("Conv", [x, flip.name], [f"{stem}_flipped"], name=f"{stem}_flip",
+                             **depthwise),
             helper.make_node("Relu", [f"{stem}_flipped"], [f"{stem}_negative"],
                              name=f"{stem}_relu_flipped"),
-            helper.make_node("Mul", [f"{stem}_negative", negated.name], [f"{stem}_scaled"],
-                             name=f"{stem}_scale"),
-            helper.make_node("Add", [f"{stem}_positive", f"{stem}_scaled"], [y],
+            helper.make_node("Conv", [f"{stem}_negative", scale.name], [f"{stem}_scaled"],
+                             name=f"{stem}_scale", **depthwise),
+            helper.make_node("Add", [f"{stem}_scaled", f"{stem}_positive"], [y],
                              name=f"{stem}_sum"),
         ]
     del graph.node[:]
