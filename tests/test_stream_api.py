@@ -378,3 +378,40 @@ def test_at_most_the_frames_in_flight_are_read_ahead_of_the_answers(video: Video
     finally:
         runtime.close()
     assert answered == 12 and most_ahead == 3
+
+
+def test_sigterm_closes_open_streams_with_1012() -> None:
+    """A pod going away: the stream's client learns "service restart" and can reconnect."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, SERVER_ENV, wait_until
+    from tests.images import astronaut, encode
+
+    port = free_port()
+    env = {**os.environ, **SERVER_ENV, "FACEPOSE_PORT": str(port), "FACEPOSE_GRPC_PORT": "0"}
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO,
+                               env=env, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(f"{url}/readyz", process)
+        ws = connect(url)
+        image = encode(astronaut())
+        send_json_frame(ws, image, frame_id=1, timestamp_ms=0)
+        assert json.loads(ws.recv())["type"] == "frame"
+        send_json_frame(ws, image, frame_id=2, timestamp_ms=33)
+        process.send_signal(signal.SIGTERM)
+        # Frame 2 is answered if the service read it before the signal; then the close.
+        opcode, payload = ws.recv_data()
+        if opcode == websocket.ABNF.OPCODE_TEXT:
+            answered = json.loads(payload)
+            assert (answered["type"], answered["id"]) == ("frame", 2)
+            opcode, payload = ws.recv_data()
+        assert opcode == websocket.ABNF.OPCODE_CLOSE
+        assert struct.unpack("!H", payload[:2])[0] == 1012
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
