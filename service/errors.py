@@ -59,6 +59,12 @@ class BackendUnavailable(FaceposeError):
     status = 503
 
 
+class ShuttingDown(BackendUnavailable):
+    """The process is stopping: a long-lived stream should reconnect, to another replica."""
+
+    code = "shutting_down"
+
+
 class DeadlineExceeded(FaceposeError):
     code = "deadline_exceeded"
     status = 504

@@ -380,8 +380,9 @@ def test_at_most_the_frames_in_flight_are_read_ahead_of_the_answers(video: Video
     assert answered == 12 and most_ahead == 3
 
 
-def test_sigterm_closes_open_streams_with_1012() -> None:
-    """A pod going away: the stream's client learns "service restart" and can reconnect."""
+def test_sigterm_closes_open_streams_at_once() -> None:
+    """A pod going away: a WebSocket stream's client hears 1012 ("service restart"), a gRPC
+    Track's UNAVAILABLE, long before the grace period ends; both can reconnect elsewhere."""
     import os
     import signal
     import subprocess
@@ -390,19 +391,27 @@ def test_sigterm_closes_open_streams_with_1012() -> None:
     from tests.conftest import REPO, SERVER_ENV, wait_until
     from tests.images import astronaut, encode
 
-    port = free_port()
-    env = {**os.environ, **SERVER_ENV, "FACEPOSE_PORT": str(port), "FACEPOSE_GRPC_PORT": "0"}
+    port, grpc_port = free_port(), free_port()
+    env = {**os.environ, **SERVER_ENV, "FACEPOSE_PORT": str(port),
+           "FACEPOSE_GRPC_PORT": str(grpc_port), "FACEPOSE_SHUTDOWN_GRACE_S": "20"}
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO,
                                env=env, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until(f"{url}/readyz", process)
-        ws = connect(url)
         image = encode(astronaut())
+        ws = connect(url)
         send_json_frame(ws, image, frame_id=1, timestamp_ms=0)
         assert json.loads(ws.recv())["type"] == "frame"
-        send_json_frame(ws, image, frame_id=2, timestamp_ms=33)
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        requests = Requests()
+        requests.put(frame_request(image, "g1"))
+        call = pb_grpc.FacePoseStub(channel).Track(iter(requests), timeout=60)
+        assert next(call).id == "g1"
+
+        terminated_at = time.monotonic()
         process.send_signal(signal.SIGTERM)
+        send_json_frame(ws, image, frame_id=2, timestamp_ms=33)
         # Frame 2 is answered if the service read it before the signal; then the close.
         opcode, payload = ws.recv_data()
         if opcode == websocket.ABNF.OPCODE_TEXT:
@@ -411,7 +420,14 @@ def test_sigterm_closes_open_streams_with_1012() -> None:
             opcode, payload = ws.recv_data()
         assert opcode == websocket.ABNF.OPCODE_CLOSE
         assert struct.unpack("!H", payload[:2])[0] == 1012
+        with pytest.raises(grpc.RpcError) as ended:
+            next(call)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting_down" in (ended.value.details() or "")
         assert process.wait(timeout=60) == 0
+        assert time.monotonic() - terminated_at < 10  # not the 20 s grace
+        requests.close()
+        channel.close()
     finally:
         if process.poll() is None:
             process.kill()

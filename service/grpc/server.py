@@ -117,6 +117,9 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
         self.runtime = runtime
         self.batcher = batcher
         self.gate = gate
+        # Set on shutdown: open Track streams end with UNAVAILABLE instead of holding the
+        # process for the whole grace period.
+        self.closing = asyncio.Event()
 
     async def _estimate(self, images: list[pb.Image], options: pb.Options,
                         fail_whole: bool = False) -> list[pb.ImageResult]:
@@ -223,7 +226,7 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
             try:
                 # Closed here, not whenever it is collected: closing releases the stream.
                 async with aclosing(track_frames(self.settings, self.runtime,
-                                                 request_iterator)) as results:
+                                                 request_iterator, self.closing)) as results:
                     async for result in results:
                         yield result
             except StreamIdle as exc:
@@ -303,8 +306,8 @@ class GrpcServer:
         keys = load_keys(settings.api_keys, settings.api_keys_file)
         self.server = grpc.aio.server(options=options,
                                       interceptors=[ApiKeyInterceptor(keys, open_prefixes)])
-        pb_grpc.add_FacePoseServicer_to_server(
-            FacePoseServicer(settings, runtime, batcher, gate), self.server)
+        self.servicer = FacePoseServicer(settings, runtime, batcher, gate)
+        pb_grpc.add_FacePoseServicer_to_server(self.servicer, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -324,4 +327,5 @@ class GrpcServer:
 
     async def stop(self, grace_s: float) -> None:
         await self.health.enter_graceful_shutdown()
+        self.servicer.closing.set()
         await self.server.stop(grace_s)

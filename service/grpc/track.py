@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from service.config import Settings
+from service.errors import ShuttingDown
 from service.grpc import facepose_pb2 as pb
 from service.grpc.convert import INCLUDE_NAMES, image_result_to_proto
 from service.runtime.base import InferenceRuntime
@@ -69,10 +70,11 @@ def result_to_proto(body: dict[str, Any]) -> pb.TrackResult:
 
 
 async def track_frames(settings: Settings, runtime: InferenceRuntime,
-                       requests: AsyncIterator[pb.TrackRequest]
+                       requests: AsyncIterator[pb.TrackRequest], closing: asyncio.Event
                        ) -> AsyncIterator[pb.TrackResult]:
     """The results of one Track call, in order. Raises Overloaded (too many streams),
-    ProtocolError, BadOption or StreamIdle for the servicer to turn into a status."""
+    ProtocolError, BadOption, StreamIdle or ShuttingDown (once ``closing`` is set, after the
+    frames already read are answered) for the servicer to turn into a status."""
     with OPEN_STREAMS.hold("grpc", settings.stream_max_streams):
         runner = StreamRunner(settings, runtime, "grpc")
         # Bounded: a client that stops reading stops the stream's work too.
@@ -81,8 +83,16 @@ async def track_frames(settings: Settings, runtime: InferenceRuntime,
         messages = aiter(requests)
 
         async def receive() -> Incoming | None:
+            reading = asyncio.ensure_future(anext(messages))
+            stopping = asyncio.ensure_future(closing.wait())
+            done, _ = await asyncio.wait({reading, stopping},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if reading not in done:
+                reading.cancel()
+                raise ShuttingDown("the service is shutting down: reconnect")
+            stopping.cancel()
             try:
-                return incoming_from_proto(await anext(messages))
+                return incoming_from_proto(reading.result())
             except StopAsyncIteration:
                 return None
 
