@@ -293,7 +293,8 @@ def fit_faces(runtime: InferenceRuntime, images: list[np.ndarray], located: list
 
 
 def _relocate_mirrored(runtime: InferenceRuntime, requests: list[ImageRequest],
-                       located: list[Located], chosen: list[np.ndarray]) -> list[Located]:
+                       mirrored_images: list[np.ndarray], located: list[Located],
+                       chosen: list[np.ndarray]) -> list[Located]:
     """The chosen faces located afresh in the mirrored images, in the same order.
 
     Detecting again, rather than mirroring the first detections, is the point: the detector's
@@ -301,11 +302,11 @@ def _relocate_mirrored(runtime: InferenceRuntime, requests: list[ImageRequest],
     detection.
     """
     mirrored_requests = [
-        ImageRequest(r.image[:, ::-1], mirror_camera(r.camera, r.image.shape[1]), r.options,
+        ImageRequest(mirrored, mirror_camera(r.camera, r.image.shape[1]), r.options,
                      None if r.boxes is None
                      else mirror_boxes(np.asarray(r.boxes, np.float64).reshape(-1, 4)[faces],
                                        r.image.shape[1]))
-        for r, faces in zip(requests, chosen, strict=True)]
+        for r, mirrored, faces in zip(requests, mirrored_images, chosen, strict=True)]
     found_again = locate_faces(runtime, mirrored_requests)
     relocated = []
     for request, (boxes, scores, keypoints, regions), faces, again in zip(
@@ -339,8 +340,10 @@ def mirrored_fits(runtime: InferenceRuntime, requests: list[ImageRequest],
     rotations (K, 3, 3), landmarks (K, 468, 3) in image pixels and presence (K,). One batched
     pass over all images."""
     face_model = load_canonical_face()
-    relocated = _relocate_mirrored(runtime, requests, located, chosen)
-    landmarks, presence = fit_faces(runtime, [r.image[:, ::-1] for r in requests], relocated)
+    # Copied once: OpenCV would copy a reversed view again for every resize and crop.
+    mirrored_images = [np.ascontiguousarray(r.image[:, ::-1]) for r in requests]
+    relocated = _relocate_mirrored(runtime, requests, mirrored_images, located, chosen)
+    landmarks, presence = fit_faces(runtime, mirrored_images, relocated)
     fits = []
     for request, (_, _, keypoints, _), image_landmarks, image_presence in zip(
             requests, relocated, landmarks, presence, strict=True):
