@@ -21,13 +21,7 @@ from service.api.options import RequestOptions, parse_options
 from service.api.schemas import CameraOut, ErrorDetail, FaceOut
 from service.api.serialize import error_dict, image_dict
 from service.config import Settings
-from service.errors import (
-    BadOption,
-    BadRequestBody,
-    FaceposeError,
-    Overloaded,
-    ShuttingDown,
-)
+from service.errors import BadOption, BadRequestBody, FaceposeError, Overloaded
 from service.estimate import decode_images
 from service.logs import LOGGER
 from service.metrics import STREAM_DETECTOR_RUNS, STREAM_FRAMES, STREAMS_OPEN, STREAMS_REJECTED
@@ -321,7 +315,7 @@ class StreamRunner:
     async def _read(self, receive: Callable[[], Awaitable[Incoming | None]]) -> None:
         try:
             await self._read_messages(receive)
-        except (ProtocolError, BadOption, StreamIdle, ShuttingDown) as exc:
+        except (ProtocolError, BadOption, StreamIdle) as exc:
             # Queued behind the frames already read: those are answered before the stream ends.
             await self._pending.put(exc)
 

@@ -73,8 +73,8 @@ async def track_frames(settings: Settings, runtime: InferenceRuntime,
                        requests: AsyncIterator[pb.TrackRequest], closing: asyncio.Event
                        ) -> AsyncIterator[pb.TrackResult]:
     """The results of one Track call, in order. Raises Overloaded (too many streams),
-    ProtocolError, BadOption, StreamIdle or ShuttingDown (once ``closing`` is set, after the
-    frames already read are answered) for the servicer to turn into a status."""
+    ProtocolError, BadOption, StreamIdle or ShuttingDown (at once when ``closing`` is set) for
+    the servicer to turn into a status."""
     with OPEN_STREAMS.hold("grpc", settings.stream_max_streams):
         runner = StreamRunner(settings, runtime, "grpc")
         # Bounded: a client that stops reading stops the stream's work too.
@@ -83,16 +83,8 @@ async def track_frames(settings: Settings, runtime: InferenceRuntime,
         messages = aiter(requests)
 
         async def receive() -> Incoming | None:
-            reading = asyncio.ensure_future(anext(messages))
-            stopping = asyncio.ensure_future(closing.wait())
-            done, _ = await asyncio.wait({reading, stopping},
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if reading not in done:
-                reading.cancel()
-                raise ShuttingDown("the service is shutting down: reconnect")
-            stopping.cancel()
             try:
-                return incoming_from_proto(reading.result())
+                return incoming_from_proto(await anext(messages))
             except StopAsyncIteration:
                 return None
 
@@ -102,20 +94,24 @@ async def track_frames(settings: Settings, runtime: InferenceRuntime,
                 await results.put(result_to_proto(outgoing.body))
 
         running = asyncio.create_task(runner.run(receive, send))
+        stopping = asyncio.ensure_future(closing.wait())
         try:
             while True:
                 getting = asyncio.ensure_future(results.get())
-                done, _ = await asyncio.wait({getting, running},
+                done, _ = await asyncio.wait({getting, running, stopping},
                                              return_when=asyncio.FIRST_COMPLETED)
                 if getting in done:
                     yield getting.result()
                     continue
                 getting.cancel()
+                if running not in done:
+                    raise ShuttingDown("the service is shutting down: reconnect")
                 while not results.empty():
                     yield results.get_nowait()
                 running.result()
                 return
         finally:
             # A client gone: its frames' model calls finish before the stream is released.
+            stopping.cancel()
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
