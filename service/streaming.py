@@ -324,7 +324,8 @@ class StreamRunner:
         while True:
             await self._in_flight.acquire()
             try:
-                message = await asyncio.wait_for(receive(), idle_s)
+                async with asyncio.timeout(idle_s):
+                    message = await receive()
             except TimeoutError:
                 raise StreamIdle(f"no message for {idle_s:g} s: the stream is closed") from None
             if message is None or isinstance(message, EndIn):
@@ -369,8 +370,11 @@ class StreamRunner:
         """Send within the idle timeout: a client that stops reading must not hold its slot
         and its frames forever."""
         idle_s = self.settings.stream_idle_timeout_s
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as the send completes, and a cancelled stream would then never end.
         try:
-            await asyncio.wait_for(send(outgoing), idle_s)
+            async with asyncio.timeout(idle_s):
+                await send(outgoing)
         except TimeoutError:
             raise StreamIdle(f"the client read nothing for {idle_s:g} s: the stream is "
                              "closed") from None

@@ -221,14 +221,16 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
                 task.cancel()
 
     async def Track(self, request_iterator: AsyncIterator[pb.TrackRequest],
-                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TrackResult]:
+                    context: grpc.aio.ServicerContext) -> None:
+        # A coroutine writing its results, not an async generator yielding them: when the
+        # client cancels, gRPC cancels this task, and the stream is closed (and its slot freed)
+        # here and now. A generator would be left suspended at its yield until collected.
         with observed_call(context, "Track") as call:
             try:
-                # Closed here, not whenever it is collected: closing releases the stream.
                 async with aclosing(track_frames(self.settings, self.runtime,
                                                  request_iterator, self.closing)) as results:
                     async for result in results:
-                        yield result
+                        await context.write(result)
             except StreamIdle as exc:
                 call.code = grpc.StatusCode.DEADLINE_EXCEEDED
                 await context.abort(call.code, f"{exc.code}: {exc.message}")
