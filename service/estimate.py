@@ -13,7 +13,7 @@ from service.api.serialize import error_dict, image_dict
 from service.config import Settings
 from service.errors import FaceposeError
 from service.metrics import FACES_PER_IMAGE, IMAGE_ERRORS, STAGE_SECONDS
-from service.pipeline.decode import check_image, decode_pixels, exif_turns, reduction_for
+from service.pipeline.decode import check_image, decode_pixels, reduction_for
 from service.pipeline.pipeline import ImageRequest, ImageResult
 from service.pipeline.scale import rescale_boxes, rescale_camera
 
@@ -38,9 +38,9 @@ def decode_images(settings: Settings, encoded: list[bytes], options: RequestOpti
     for index, data in enumerate(encoded):
         try:
             with STAGE_SECONDS.labels("decode").time():
-                image_format, stored_width, stored_height = check_image(
+                image_format, full_width, full_height = check_image(
                     data, settings.max_image_bytes, settings.max_image_pixels)
-                reduction = (reduction_for(image_format, stored_width, stored_height,
+                reduction = (reduction_for(image_format, full_width, full_height,
                                            WORKING_SIDE) if reduce else 1)
                 image = decode_pixels(data, image_format, reduction)
         except FaceposeError as exc:
@@ -50,13 +50,11 @@ def decode_images(settings: Settings, encoded: list[bytes], options: RequestOpti
             entries.append({"index": index, "width": None, "height": None, "camera": None,
                             "faces": [], "error": error_dict(exc.code, exc.message)})
             continue
-        # The EXIF orientation may have turned the stored size; the decoded shape knows.
+        # Decoded at full size, the pixels say the size; reduced, the header does (each side
+        # of a reduced decode is rounded up, so its shape cannot be scaled back).
         height, width = image.shape[:2]
         if reduction > 1:
-            # The full size, as displayed: the stored one, turned by the EXIF orientation.
-            turned = exif_turns(data)
-            width, height = ((stored_height, stored_width) if turned
-                             else (stored_width, stored_height))
+            width, height = full_width, full_height
         camera = options.camera_for(width, height, settings.default_fov_deg)
         boxes = options.boxes[index] if options.boxes is not None else None
         if reduction > 1:

@@ -53,7 +53,8 @@ def webp_size(data: bytes) -> tuple[int, int]:
 
 
 def read_size(data: bytes, image_format: str) -> tuple[int, int]:
-    """(width, height) as stored, read from the header only; nothing is decoded.
+    """(width, height) as displayed, read from the header only; nothing is decoded. A JPEG's
+    EXIF orientation 5 to 8 turns the stored size, as the decoder will turn the pixels.
 
     image_format: what ``sniff_format`` said of the data.
     """
@@ -63,9 +64,12 @@ def read_size(data: bytes, image_format: str) -> tuple[int, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as header:
-                return header.size
+                width, height = header.size
+                turned = (image_format == "JPEG"
+                          and header.getexif().get(0x0112, 1) in (5, 6, 7, 8))
     except Exception as exc:
         raise CorruptImage(f"unreadable image header: {type(exc).__name__}") from None
+    return (height, width) if turned else (width, height)
 
 
 def _jpeg_is_complete(data: bytes) -> bool:
@@ -83,7 +87,8 @@ _REDUCED_DECODE_FLAGS = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
 
 
 def check_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[str, int, int]:
-    """Check the limits on the header alone. Returns the format, width and height as stored.
+    """Check the limits on the header alone. Returns the format, width and height as
+    displayed (``read_size``).
 
     Raises EmptyImage, UnsupportedImage, ImageTooLarge or CorruptImage.
     """
@@ -100,17 +105,6 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int) -> tuple[str, int,
     if image_format == "JPEG" and not _jpeg_is_complete(data):
         raise CorruptImage("the JPEG data is truncated")
     return image_format, width, height
-
-
-def exif_turns(data: bytes) -> bool:
-    """Whether the EXIF orientation (5 to 8) swaps the stored width and height."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as header:
-                return header.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except Exception:
-        return False
 
 
 def reduction_for(image_format: str, width: int, height: int, working_side: int) -> int:
