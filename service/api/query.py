@@ -1,16 +1,34 @@
-"""The query parameters that /v1/faces and /v1/render share, as one FastAPI dependency."""
+"""What /v1/faces and /v1/render share: the query parameters, as one FastAPI dependency, and
+the request body's OpenAPI description."""
 
 # No `from __future__ import annotations`: FastAPI reads the dependency's annotations at run
 # time, and they refer to names local to image_query.
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Query
 
 from service.api.options import INCLUDABLE, RequestOptions, parse_options
 from service.config import Settings
+from service.pipeline.decode import SUPPORTED_FORMATS
+
+IMAGE_CONTENT_TYPES = frozenset(SUPPORTED_FORMATS.values())
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def image_request_body(max_images: int) -> dict[str, Any]:
+    """The OpenAPI request body: one image as the raw body, or up to ``max_images`` as
+    multipart parts named `images`."""
+    return {"required": True, "content": {
+        **{media_type: {"schema": _BINARY} for media_type in sorted(IMAGE_CONTENT_TYPES)},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["images"],
+            "properties": {"images": {"type": "array", "minItems": 1, "maxItems": max_images,
+                                      "items": _BINARY}},
+        }},
+    }}
 
 
 @dataclass

@@ -9,13 +9,13 @@ silently dropping the rest would hide a client's mistake).
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api.options import parse_boxes
-from service.api.query import ImageQuery
+from service.api.query import ImageQuery, image_request_body
 from service.config import Settings
 from service.errors import BackendUnavailable, BadRequestBody
 from service.estimate import decode_images
@@ -72,23 +72,11 @@ def draw(encoded: bytes, image: ImageRequest, result: ImageResult, include: froz
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 
-def request_body(image_content_types: frozenset[str]) -> dict[str, Any]:
-    """The OpenAPI request body: one image, raw or as the one multipart part `images`."""
-    return {"required": True, "content": {
-        **{media_type: BINARY for media_type in sorted(image_content_types)},
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["images"],
-            "properties": {"images": {"type": "array", "minItems": 1, "maxItems": 1,
-                                      "items": {"type": "string", "format": "binary"}}},
-        }},
-    }}
-
-
 def render_router(settings: Settings,
                   query_options: Callable[..., Awaitable[ImageQuery]]) -> APIRouter:
     """The route, reading its input with the same helpers and query options as /v1/faces."""
     # Imported here, not at the top: rest.py imports this module to register the route.
-    from service.api.rest import ERROR_RESPONSES, IMAGE_CONTENT_TYPES, read_images, within
+    from service.api.rest import ERROR_RESPONSES, read_images, within
 
     router = APIRouter()
 
@@ -108,7 +96,7 @@ def render_router(settings: Settings,
             "Parts of the face the camera cannot see are drawn dimmer. The format comes from "
             "`format`, else the Accept header, else JPEG. The header X-Face-Count says how "
             "many faces were drawn."),
-        openapi_extra={"requestBody": request_body(IMAGE_CONTENT_TYPES)},
+        openapi_extra={"requestBody": image_request_body(max_images=1)},
     )
     async def render_image(
         request: Request,

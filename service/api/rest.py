@@ -26,7 +26,7 @@ from service.admission import AdmissionGate
 from service.api import schemas
 from service.api.middleware import ObserveRequests, RequireApiKey
 from service.api.options import parse_boxes
-from service.api.query import ImageQuery, image_query
+from service.api.query import IMAGE_CONTENT_TYPES, ImageQuery, image_query, image_request_body
 from service.api.render import render_router
 from service.api.serialize import error_dict
 from service.api.stream import stream_router
@@ -49,7 +49,6 @@ from service.metrics import (
     BACKEND_READY,
     describe_build,
 )
-from service.pipeline.decode import SUPPORTED_FORMATS
 from service.pipeline.pipeline import estimate
 from service.pipeline.solve import load_canonical_face
 from service.runtime import create_runtime
@@ -57,7 +56,6 @@ from service.runtime.base import InferenceRuntime
 from service.runtime.model_config import model_hashes
 
 T = TypeVar("T")
-IMAGE_CONTENT_TYPES = frozenset(SUPPORTED_FORMATS.values())
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorResponse}
     for status in (400, 401, 413, 415, 422, 429, 503, 504)
@@ -248,15 +246,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=schemas.FacesResponse,
         responses=ERROR_RESPONSES,
         summary="Find faces; return each one's 6DoF pose and, on request, landmarks and mesh",
-        openapi_extra={"requestBody": {"required": True, "content": {
-            **{t: {"schema": {"type": "string", "format": "binary"}}
-               for t in sorted(IMAGE_CONTENT_TYPES)},
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["images"],
-                "properties": {"images": {"type": "array",
-                                          "items": {"type": "string", "format": "binary"}}},
-            }},
-        }}},
+        openapi_extra={"requestBody": image_request_body(settings.max_images_per_request)},
     )
     async def faces(request: Request,
                     query: Annotated[ImageQuery, Depends(query_options)]) -> Response:
