@@ -27,13 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import gateway
 
-from service.api.options import parse_options
+from service.app.images import EncodedImages, decode_request_images
+from service.app.options import options_model
+from service.app.streams import FrameIn, StreamSession, parse_config
 from service.config import Settings
-from service.estimate import decode_images
-from service.pipeline.pipeline import estimate
+from service.pipeline.estimate import estimate_faces
 from service.runtime import create_runtime
 from service.runtime.base import InferenceRuntime
-from service.streaming import FrameIn, StreamSession, parse_config
 from tests.video import Video, synthetic_video
 
 Row = tuple[str, float, float, float, int]  # mode, frames/s, p50 ms, p95 ms, detector runs
@@ -72,12 +72,13 @@ def timed(mode: str, frames: list[bytes], handle: Callable[[int, bytes], None],
 def in_process(video: Video) -> list[Row]:
     settings = Settings()
     runtime = CountingRuntime(create_runtime(settings))
-    options = parse_options(settings, include=[], max_faces=None, min_score=None,
-                            min_presence=None, fx=None, fy=None, cx=None, cy=None)
+    options = options_model(settings)()
 
     def detect_each(k: int, data: bytes) -> None:
-        _, requests = decode_images(settings, [data], options, fail_whole=True)
-        estimate(runtime, requests)
+        (decoded,) = decode_request_images(settings, EncodedImages([data], whole=True),
+                                           options)
+        assert decoded.request is not None
+        estimate_faces(runtime, [decoded.request])
 
     rows = [timed("in process: /v1/faces pipeline per frame", video.encoded, detect_each,
                   lambda: runtime.detector_runs)]

@@ -85,10 +85,10 @@ def service_client(url: str | None) -> AbstractContextManager[httpx.Client]:
         return nullcontext(httpx.Client(base_url=url, timeout=60))
     from fastapi.testclient import TestClient
 
-    from service.api.rest import create_app
     from service.config import Settings
+    from service.gateway import create_gateway
 
-    return TestClient(create_app(Settings(grpc_port=0)))
+    return TestClient(create_gateway(Settings(grpc_port=0)))
 
 
 def main() -> int:

@@ -30,12 +30,12 @@ def _models_build(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.api.rest import create_app
+    from service.gateway import create_gateway
     from service.logs import configure_logging
 
     settings = get_settings()
     configure_logging()
-    app = create_app(settings)
+    app = create_gateway(settings)
     config = uvicorn.Config(app, host=args.host or settings.host, port=args.port or settings.port,
                             log_config=None, access_log=False,
                             timeout_graceful_shutdown=settings.shutdown_grace_s)
@@ -56,7 +56,7 @@ class DrainingServer(uvicorn.Server):
         self.app = app
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.app.state.draining = True
+        self.app.state.core.draining = True
         super().handle_exit(sig, frame)
 
 
@@ -81,7 +81,7 @@ def _triton(args: argparse.Namespace) -> int:
 def _batch(args: argparse.Namespace) -> int:
     import grpc
 
-    from service.batch import run_batch
+    from service.batch_client import run_batch
     from service.client import grpc_options
 
     include = [name for name in args.include.split(",") if name]

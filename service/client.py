@@ -21,17 +21,38 @@ import httpx
 
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
-from service.grpc.convert import INCLUDE_VALUES, image_result_to_dict
+from service.grpc.messages import INCLUDE_VALUES, image_result_to_dict
 
 # Room for many full-size images per call, as the server allows.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+def check_include(include: Sequence[str]) -> list[str]:
+    """The names, or ValueError for one the service does not know."""
+    if isinstance(include, str):
+        include = [include]
+    unknown = sorted(set(include) - set(INCLUDE_VALUES))
+    if unknown:
+        raise ValueError(f"include: unknown value(s) {unknown}; choose from "
+                         f"{sorted(INCLUDE_VALUES)}")
+    return list(include)
+
+
+def check_option_names(options: dict[str, Any], known: Sequence[str]) -> None:
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}; choose from {sorted(known)}")
+
+
+OPTION_NAMES = ("max_faces", "min_score", "min_presence", "fx", "fy", "cx", "cy")
 
 
 def grpc_options(include: Sequence[str] = (), max_faces: int | None = None,
                  min_score: float | None = None, min_presence: float | None = None,
                  fx: float | None = None, fy: float | None = None, cx: float | None = None,
                  cy: float | None = None) -> pb.Options:
-    options = pb.Options(include=[INCLUDE_VALUES[name] for name in include])
+    """The Options message; ValueError for an include name the service does not know."""
+    options = pb.Options(include=[INCLUDE_VALUES[name] for name in check_include(include)])
     for name, value in (("max_faces", max_faces), ("min_score", min_score),
                         ("min_presence", min_presence)):
         if value is not None:
@@ -51,9 +72,10 @@ class RestClient:
               **options: float | int | None) -> list[dict[str, Any]]:
         """One entry per image, in order (``schemas.ImageOut``); raises httpx.HTTPStatusError
         for a 4xx/5xx, whose JSON body is ``{"error": {"code", "message"}}``."""
+        check_option_names(options, OPTION_NAMES)
         params: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
         if include:
-            params["include"] = ",".join(include)
+            params["include"] = ",".join(check_include(include))
         if boxes is not None:
             params["boxes"] = json.dumps([[list(map(float, b)) for b in image_boxes]
                                           for image_boxes in boxes])
@@ -89,7 +111,9 @@ class GrpcClient:
     def estimate(self, images: Sequence[bytes], include: Sequence[str] = (),
                  boxes: Sequence[Sequence[Sequence[float]] | None] | None = None,
                  **options: Any) -> list[dict[str, Any]]:
-        """One entry per image, in order; raises grpc.RpcError for a failed call."""
+        """One entry per image, in order; raises grpc.RpcError for a failed call and
+        ValueError for an option the service does not know."""
+        check_option_names(options, OPTION_NAMES)
         messages = []
         for i, data in enumerate(images):
             image = pb.Image(data=data)
@@ -107,6 +131,7 @@ class GrpcClient:
     def stream(self, items: Iterable[tuple[str, bytes]], include: Sequence[str] = (),
                **options: Any) -> Iterator[tuple[str, dict[str, Any]]]:
         """(id, entry) for each (id, image) sent, as they finish."""
+        check_option_names(options, OPTION_NAMES)
         shared = grpc_options(include, **options)
         requests = (pb.StreamRequest(id=item_id, image=pb.Image(data=data), options=shared)
                     for item_id, data in items)

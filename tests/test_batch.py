@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from service.batch import collect_paths, completed_paths
+from service.batch_client import collect_paths, completed_paths
 from tests.conftest import REPO
 from tests.images import astronaut, encode
 

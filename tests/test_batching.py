@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 
-from service.batching import RequestBatcher
-from service.pipeline.pipeline import ImageRequest, ImageResult, Options
+from service.app.batcher import RequestBatcher
+from service.pipeline.records import ImageRequest, ImageResult, PipelineOptions
 from service.pipeline.solve import Camera
 
 MAX_WAIT_S = 0.5
@@ -16,7 +16,7 @@ MAX_WAIT_S = 0.5
 
 def image_request() -> ImageRequest:
     return ImageRequest(np.zeros((8, 8, 3), np.uint8), Camera(10, 10, 4, 4, "default"),
-                        Options(1, 0.5, 0.5))
+                        PipelineOptions(1, 0.5, 0.5))
 
 
 def run_groups(groups: list[int]) -> object:

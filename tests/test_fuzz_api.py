@@ -29,8 +29,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from service.api.rest import create_app
 from service.config import Settings
+from service.gateway import create_gateway
 from tests.conftest import SERVER_ENV
 from tests.images import astronaut, encode
 
@@ -44,7 +44,7 @@ def served_document() -> dict[str, Any]:
     them come from the environment, as the gateway's do)."""
     overrides = {key.removeprefix("FACEPOSE_").lower(): value
                  for key, value in SERVER_ENV.items()}
-    return create_app(Settings(**overrides)).openapi()
+    return create_gateway(Settings(**overrides)).openapi()
 
 
 DOCUMENT = served_document()

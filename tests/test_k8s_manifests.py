@@ -138,9 +138,9 @@ def gateway(docs: list[Resource]) -> tuple[Resource, Resource]:
 @cache
 def gateway_routes() -> frozenset[str]:
     # Builds the app (routes only); nothing is started and no model is loaded.
-    from service.api.rest import create_app
+    from service.gateway import create_gateway
 
-    return frozenset(getattr(route, "path", "") for route in create_app().routes)
+    return frozenset(getattr(route, "path", "") for route in create_gateway().routes)
 
 
 # --- rendering and schema validation --------------------------------------------------------

@@ -9,11 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from service.api.options import RequestOptions, parse_options
+from service.app.images import EncodedImages, ImageOutcome, decode_request_images
+from service.app.options import RequestOptions, options_model
 from service.config import Settings
-from service.estimate import decode_images
 from service.pipeline.decode import decode_pixels, reduction_for
-from service.pipeline.pipeline import ImageResult, estimate
+from service.pipeline.estimate import estimate_faces
+from service.pipeline.records import ImageRequest, ImageResult
 from service.pipeline.scale import rescale_camera, rescale_landmarks, rescale_xy
 from service.pipeline.solve import Camera, euler_pitch_yaw_roll_deg
 from service.runtime import create_runtime
@@ -28,9 +29,17 @@ def runtime() -> Iterator[InferenceRuntime]:
     runtime.close()
 
 
-def options(settings: Settings) -> RequestOptions:
-    return parse_options(settings, include=[], max_faces=None, min_score=None,
-                         min_presence=None, fx=None, fy=None, cx=None, cy=None)
+def options(settings: Settings, **given: object) -> RequestOptions:
+    return options_model(settings).model_validate(given)
+
+
+def decode_images(settings: Settings, data: bytes, request_options: RequestOptions,
+                  reduce: bool = True, boxes: list[np.ndarray | None] | None = None
+                  ) -> tuple[list[ImageOutcome], list[ImageRequest]]:
+    """The image's outcome (its size) and what the pipeline is given for it."""
+    outcomes = decode_request_images(settings, EncodedImages([data], boxes, whole=True),
+                                     request_options, reduce=reduce)
+    return outcomes, [o.request for o in outcomes if o.request is not None]
 
 
 def run(runtime: InferenceRuntime, data: bytes, reduce: bool
@@ -38,7 +47,7 @@ def run(runtime: InferenceRuntime, data: bytes, reduce: bool
     """The image's result, the reduction it was decoded at, and the reductions it was decoded
     at again."""
     settings = Settings()
-    _, requests = decode_images(settings, [data], options(settings), True, reduce=reduce)
+    _, requests = decode_images(settings, data, options(settings), reduce=reduce)
     request = requests[0]
     redecoded: list[int] = []
     redecode = request.redecode
@@ -49,7 +58,7 @@ def run(runtime: InferenceRuntime, data: bytes, reduce: bool
         return redecode(reduction)
 
     request.redecode = counted
-    return estimate(runtime, requests)[0], request.reduction, redecoded
+    return estimate_faces(runtime, requests)[0], request.reduction, redecoded
 
 
 def on_canvas(face_side: int, canvas: tuple[int, int]) -> np.ndarray:
@@ -91,9 +100,9 @@ def test_reduced_decode_keeps_exif_orientation() -> None:
     assert decode_pixels(data, "JPEG", 1).shape == (2600, 1300, 3)
     assert decode_pixels(data, "JPEG", 2).shape == (1300, 650, 3)
     settings = Settings()
-    entries, requests = decode_images(settings, [data], options(settings), True)
+    entries, requests = decode_images(settings, data, options(settings))
     assert requests[0].reduction == 2
-    assert (entries[0]["width"], entries[0]["height"]) == (1300, 2600)
+    assert (entries[0].width, entries[0].height) == (1300, 2600)
 
 
 def test_large_face_is_fitted_at_reduced_scale(runtime: InferenceRuntime) -> None:
@@ -134,20 +143,18 @@ def test_client_boxes_and_iris_come_back_in_full_size_pixels(runtime: InferenceR
     data = encode(on_canvas(3600, (4000, 6000)))
     full, _, _ = run(runtime, data, reduce=False)
     box = full.faces[0].box
-    query = parse_options(settings, include=["iris"], max_faces=None, min_score=None,
-                          min_presence=None, fx=None, fy=None, cx=None, cy=None)
-    query.boxes = [box[None]]
-    _, requests = decode_images(settings, [data], query, True)
+    query = options(settings, include=["iris"])
+    _, requests = decode_images(settings, data, query, boxes=[box[None]])
     assert requests[0].reduction == 4
-    (result,) = estimate(runtime, requests)
+    (result,) = estimate_faces(runtime, requests)
     face = result.faces[0]
     # The client's box is returned as given, in the pixels it was given in.
     assert np.allclose(face.box, box, atol=1e-6)
     # Eyes need every pixel: decoded again at full size, the irises agree with a full run to a
     # fraction of a percent of the face (the detector keypoints that turn the crop came from
     # the reduced image).
-    _, full_requests = decode_images(settings, [data], query, True, reduce=False)
-    (reference,) = estimate(runtime, full_requests)
+    _, full_requests = decode_images(settings, data, query, reduce=False, boxes=[box[None]])
+    (reference,) = estimate_faces(runtime, full_requests)
     side = box[2] - box[0]
     assert face.iris is not None and reference.faces[0].iris is not None
     for eye, reference_eye in ((face.iris.left, reference.faces[0].iris.left),
@@ -163,10 +170,10 @@ def test_nearly_square_reduced_jpeg_keeps_its_size_and_rmse_is_in_full_pixels(
     image = np.full((3999, 4000, 3), 90, np.uint8)
     image[800:3200, 900:3300] = cv2.resize(astronaut(), (2400, 2400))
     data = encode(image)
-    entries, requests = decode_images(settings, [data], options(settings), True)
+    entries, requests = decode_images(settings, data, options(settings))
     assert requests[0].reduction == 2 and requests[0].image.shape[:2] == (2000, 2000)
-    assert (entries[0]["width"], entries[0]["height"]) == (4000, 3999)
-    (reduced,) = estimate(runtime, requests)
+    assert (entries[0].width, entries[0].height) == (4000, 3999)
+    (reduced,) = estimate_faces(runtime, requests)
     full, _, _ = run(runtime, data, reduce=False)
     # The reprojection error is in full-size pixels, as the landmarks are.
     ratio = reduced.faces[0].pose.reprojection_rmse_px / full.faces[0].pose.reprojection_rmse_px

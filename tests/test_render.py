@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from service.api.render import negotiate_format
-from service.estimate import WORKING_SIDE
+from service.config import Settings
 from service.pipeline.decode import reduction_for
-from service.pipeline.pipeline import Face, ImageResult
-from service.pipeline.render import draw_points, draw_wireframe, head_axes_px, render, style_for
+from service.pipeline.draw import draw_points, draw_wireframe, head_axes_px, render, style_for
+from service.pipeline.records import Face, ImageResult
 from service.pipeline.solve import (
     Pose,
     default_camera,
@@ -93,8 +93,9 @@ def test_every_drawing_stays_near_the_face(client: httpx.Client, draw: str) -> N
 @pytest.mark.slow
 def test_large_jpeg_is_drawn_at_full_size(client: httpx.Client) -> None:
     # /v1/faces decodes a large JPEG at reduced scale; the render must still be full size.
-    side = 2 * WORKING_SIDE
-    assert reduction_for("JPEG", side, side, WORKING_SIDE) > 1  # the premise of this test
+    working_side = Settings().decode_working_side
+    side = 2 * working_side
+    assert reduction_for("JPEG", side, side, working_side) > 1  # the premise of this test
     image = cv2.resize(astronaut(), (side, side), interpolation=cv2.INTER_CUBIC)
     data = encode(image, quality=85)
     response = render_call(client, data, {"Content-Type": "image/jpeg"}, format="png")

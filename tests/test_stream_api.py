@@ -17,12 +17,12 @@ import httpx
 import pytest
 import websocket
 
-from service.api.stream import StreamErrorMessage
+from service.api.websocket import StreamErrorMessage, StreamFrameOut
+from service.app.streams import FrameDone, FrameIn, Outgoing, StreamRunner
 from service.config import Settings
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
 from service.runtime import create_runtime
-from service.streaming import FrameDone, FrameIn, Outgoing, StreamFrameOut, StreamRunner
 from tests.conftest import free_port, gateway
 from tests.video import Video, synthetic_video
 
@@ -370,7 +370,7 @@ def test_at_most_the_frames_in_flight_are_read_ahead_of_the_answers(video: Video
     async def send(outgoing: Outgoing) -> None:
         nonlocal answered
         if isinstance(outgoing, FrameDone):
-            assert outgoing.body["error"] is None
+            assert outgoing.outcome.error is None
             answered += 1
 
     try:

@@ -8,9 +8,7 @@ import time
 
 import pytest
 
-from service.config import Settings
-from service.runtime import create_runtime
-from service.streaming import (
+from service.app.streams import (
     ConfigIn,
     FrameIn,
     Incoming,
@@ -18,6 +16,8 @@ from service.streaming import (
     StreamIdle,
     StreamRunner,
 )
+from service.config import Settings
+from service.runtime import create_runtime
 from tests.images import astronaut, encode
 
 

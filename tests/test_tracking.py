@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from service.config import Settings
-from service.pipeline.pipeline import Options
+from service.pipeline.records import PipelineOptions
 from service.pipeline.smoothing import (
     DEFAULT_SMOOTHING,
     OneEuroFilter,
@@ -27,14 +27,14 @@ from service.pipeline.solve import (
     quaternion_wxyz,
     rotation_from_euler_deg,
 )
-from service.pipeline.track import FrameResult, Tracker, TrackerSettings
+from service.pipeline.tracker import FrameResult, Tracker, TrackerSettings
 from service.runtime import create_runtime
 from service.runtime.base import InferenceRuntime
 from tests.video import Video, synthetic_video
 
 pytestmark = pytest.mark.slow
 DETECTOR = "face_detector_short"
-OPTIONS = Options(max_faces=4, min_score=0.5, min_presence=0.5)
+OPTIONS = PipelineOptions(max_faces=4, min_score=0.5, min_presence=0.5)
 
 
 class CountingRuntime:

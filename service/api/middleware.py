@@ -14,7 +14,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.auth import check_key, presented_key
+from service.app.auth import check_key, presented_key
 from service.errors import Unauthorized
 from service.logs import log_request, request_id_from
 from service.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT

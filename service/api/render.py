@@ -8,28 +8,25 @@ silently dropping the rest would hide a client's mistake).
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import Field, create_model
 from starlette.concurrency import run_in_threadpool
 
-from service.api.options import parse_boxes
-from service.api.query import ImageQuery, image_request_body
-from service.config import Settings
-from service.errors import BackendUnavailable, BadRequestBody
-from service.estimate import decode_images
-from service.metrics import FACES_PER_IMAGE, STAGE_SECONDS
+from service.api.body import image_request_body, read_images
+from service.api.responses import ERROR_RESPONSES
+from service.app.core import Core
+from service.app.flow import estimate_request
+from service.app.images import EncodedImages
+from service.app.options import RequestOptions
+from service.errors import OneImageOnly
+from service.metrics import STAGE_SECONDS
 from service.pipeline.decode import decode_pixels
-from service.pipeline.pipeline import ImageRequest, ImageResult
-from service.pipeline.render import FORMATS, encode, render
-from service.runtime.base import InferenceRuntime
+from service.pipeline.draw import FORMATS, encode, render
+from service.pipeline.records import ImageRequest, ImageResult
 
 ImageFormat = Literal["jpeg", "png"]
-
-
-class OneImageOnly(BadRequestBody):
-    code = "one_image_only"
 
 
 def negotiate_format(requested: ImageFormat | None, accept: str | None) -> ImageFormat:
@@ -70,14 +67,14 @@ def draw(encoded: bytes, image: ImageRequest, result: ImageResult, include: froz
 
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}
+FORMAT_FIELD = (ImageFormat | None, Field(
+    default=None, description="jpeg or png; overrides the Accept header."))
 
 
-def render_router(settings: Settings,
-                  query_options: Callable[..., Awaitable[ImageQuery]]) -> APIRouter:
-    """The route, reading its input with the same helpers and query options as /v1/faces."""
-    # Imported here, not at the top: rest.py imports this module to register the route.
-    from service.api.rest import ERROR_RESPONSES, read_images, within
-
+def render_router(core: Core, faces_query: type[RequestOptions]) -> APIRouter:
+    """The route: the query of /v1/faces and `format`, the same request flow."""
+    settings = core.settings
+    render_query = create_model("RenderQuery", __base__=faces_query, format=FORMAT_FIELD)
     router = APIRouter()
 
     @router.post(
@@ -98,36 +95,30 @@ def render_router(settings: Settings,
             "many faces were drawn."),
         openapi_extra={"requestBody": image_request_body(max_images=1)},
     )
-    async def render_image(
-        request: Request,
-        query: Annotated[ImageQuery, Depends(query_options)],
-        image_format: Annotated[ImageFormat | None, Query(
-            alias="format", description="jpeg or png; overrides the Accept header.")] = None,
-    ) -> Response:
-        options = query.options
-        chosen = negotiate_format(image_format, request.headers.get("accept"))
-        runtime: InferenceRuntime = request.app.state.runtime
-        with request.app.state.gate.admit("http"):
-            if not await run_in_threadpool(runtime.is_ready):
-                raise BackendUnavailable("the inference server is not ready")
-            encoded, _ = await read_images(request, settings)
-            if len(encoded) != 1:
+    async def render_image(request: Request,
+                           query: Annotated[render_query, Query()]) -> Response:
+        options: Any = query
+        chosen = negotiate_format(options.format, request.headers.get("accept"))
+
+        async def read() -> EncodedImages:
+            images = await read_images(request, settings, options.boxes)
+            if len(images.data) != 1:
                 raise OneImageOnly(f"/v1/render draws one image and this request has "
-                                   f"{len(encoded)}: send one part named 'images' (or use "
+                                   f"{len(images.data)}: send one part named 'images' (or use "
                                    "/v1/faces for several)")
-            options.boxes = parse_boxes(query.boxes_json, 1, settings.max_boxes_per_image)
             # One image: its failure is the request's, with the status /v1/faces gives it.
-            # Estimated as /v1/faces does (which may decode a large JPEG reduced), so the two
-            # give the same numbers; drawn on the full-size photo.
-            _, images = await run_in_threadpool(decode_images, settings, encoded, options, True)
-            (result,) = await within(settings.request_timeout_s,
-                                     request.app.state.batcher.submit(images))
-            FACES_PER_IMAGE.observe(len(result.faces))
-            picture = await run_in_threadpool(draw, encoded[0], images[0], result,
-                                              options.include, chosen)
+            images.whole = True
+            return images
+
+        # Estimated as /v1/faces does (which may decode a large JPEG reduced), so the two give
+        # the same numbers; drawn on the full-size photo.
+        (outcome,) = await estimate_request(core, "http", options, read)
+        assert outcome.request is not None and outcome.result is not None
+        picture = await run_in_threadpool(draw, outcome.encoded, outcome.request,
+                                          outcome.result, options.included, chosen)
         media_type, _ = FORMATS[chosen]
         return Response(picture, media_type=media_type,
-                        headers={"X-Face-Count": str(len(result.faces)),
+                        headers={"X-Face-Count": str(len(outcome.result.faces)),
                                  "Vary": "Accept"})
 
     return router

@@ -1,72 +1,85 @@
-"""Pipeline results -> the JSON-ready dicts of ``schemas.FacesResponse`` (built directly:
-pydantic objects for thousands of mesh floats per face cost more than the model)."""
+"""Outcomes -> the JSON-ready dicts of ``schemas.FacesResponse`` and of the stream's frame
+message (built directly: pydantic objects for thousands of mesh floats per face cost more than
+the model). The numbers are ``app/results.py``'s, rounded there."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from service.pipeline.pipeline import Face, ImageResult
-from service.pipeline.solve import euler_pitch_yaw_roll_deg, load_canonical_face, quaternion_wxyz
-from service.pipeline.visibility import visible_vertices
-
-
-def _rounded(array: np.ndarray, decimals: int) -> list[Any]:
-    return np.round(array, decimals).tolist()
+from service.app.images import ImageOutcome
+from service.app.results import FaceOutput, face_output
+from service.app.streams import FrameOutcome
+from service.errors import FaceposeError
+from service.metrics import STAGE_SECONDS
+from service.pipeline.solve import Camera
 
 
-def face_dict(face: Face, include: frozenset[str]) -> dict[str, Any]:
-    pose = face.pose
-    pitch, yaw, roll = euler_pitch_yaw_roll_deg(pose.r_cam_from_model)
+def error_dict(error: FaceposeError) -> dict[str, str]:
+    return {"code": error.code, "message": error.message}
+
+
+def camera_dict(camera: Camera) -> dict[str, Any]:
+    return {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy,
+            "source": camera.source}
+
+
+def face_dict(face: FaceOutput) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "box": _rounded(face.box, 2),
-        "score": round(face.score, 5),
-        "presence": round(face.presence, 5),
+        "box": face.box.tolist(),
+        "score": face.score,
+        "presence": face.presence,
         "pose": {
-            "euler_deg": {"pitch": round(pitch, 4), "yaw": round(yaw, 4), "roll": round(roll, 4)},
-            "rotation_matrix": _rounded(pose.r_cam_from_model, 7),
-            "quaternion_wxyz": _rounded(quaternion_wxyz(pose.r_cam_from_model), 7),
-            "translation_mm": _rounded(pose.t_cam_from_model_mm, 3),
-            "reprojection_rmse_px": round(pose.reprojection_rmse_px, 4),
+            "euler_deg": {"pitch": face.pitch_deg, "yaw": face.yaw_deg, "roll": face.roll_deg},
+            "rotation_matrix": face.r_cam_from_model.tolist(),
+            "quaternion_wxyz": face.quaternion_wxyz.tolist(),
+            "translation_mm": face.t_cam_from_model_mm.tolist(),
+            "reprojection_rmse_px": face.reprojection_rmse_px,
         },
     }
-    if "landmarks68" in include:
-        out["landmarks68"] = _rounded(face.landmarks_px[load_canonical_face().landmarks68, :2], 2)
-    if "landmarks" in include:
-        out["landmarks"] = _rounded(face.landmarks_px[:, :2], 2)
-    if "mesh" in include:
-        out["mesh"] = {"vertices_mm": _rounded(face.vertices_mm, 2)}
-    if "visibility" in include:
-        face_model = load_canonical_face()
-        visible = visible_vertices(face.vertices_mm, face_model.triangles)
-        out["visibility"] = {"vertices": visible.tolist(),
-                             "landmarks68": visible[face_model.landmarks68].tolist()}
-    if "iris" in include and face.iris is not None:
-        out["iris"] = {
-            side: {
-                "centre": _rounded(eye.centre, 2),
-                "contour": _rounded(eye.contour, 2),
-                "radius_px": round(float(eye.radius_px), 3),
-            }
-            for side, eye in (("right", face.iris.right), ("left", face.iris.left))
-        }
+    if face.landmarks68_px is not None:
+        out["landmarks68"] = face.landmarks68_px.tolist()
+    if face.landmarks_px is not None:
+        out["landmarks"] = face.landmarks_px.tolist()
+    if face.vertices_mm is not None:
+        out["mesh"] = {"vertices_mm": face.vertices_mm.tolist()}
+    if face.visible is not None and face.visible68 is not None:
+        out["visibility"] = {"vertices": face.visible.tolist(),
+                             "landmarks68": face.visible68.tolist()}
+    if face.iris is not None:
+        out["iris"] = {side: {"centre": eye.centre.tolist(), "contour": eye.contour.tolist(),
+                              "radius_px": eye.radius_px}
+                       for side, eye in face.iris.items()}
     return out
 
 
-def image_dict(index: int, width: int, height: int, result: ImageResult,
-               include: frozenset[str]) -> dict[str, Any]:
-    camera = result.camera
+def image_dict(outcome: ImageOutcome, include: frozenset[str]) -> dict[str, Any]:
+    if outcome.error is not None or outcome.result is None:
+        error = outcome.error or FaceposeError("internal error")
+        return {"index": outcome.index, "width": None, "height": None, "camera": None,
+                "faces": [], "error": error_dict(error)}
     return {
-        "index": index,
-        "width": width,
-        "height": height,
-        "camera": {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy,
-                   "source": camera.source},
-        "faces": [face_dict(face, include) for face in result.faces],
+        "index": outcome.index,
+        "width": outcome.width,
+        "height": outcome.height,
+        "camera": camera_dict(outcome.result.camera),
+        "faces": [face_dict(face_output(face, include)) for face in outcome.result.faces],
         "error": None,
     }
 
 
-def error_dict(code: str, message: str) -> dict[str, str]:
-    return {"code": code, "message": message}
+def images_dict(outcomes: list[ImageOutcome], include: frozenset[str]) -> dict[str, Any]:
+    """The /v1/faces answer."""
+    with STAGE_SECONDS.labels("serialize").time():
+        return {"images": [image_dict(outcome, include) for outcome in outcomes]}
+
+
+def frame_dict(outcome: FrameOutcome) -> dict[str, Any]:
+    """A stream's answer to one frame (``websocket.StreamFrameOut``)."""
+    return {
+        "type": "frame", "id": outcome.frame_id, "frame": outcome.frame,
+        "timestamp_ms": outcome.timestamp_ms, "width": outcome.width, "height": outcome.height,
+        "camera": None if outcome.camera is None else camera_dict(outcome.camera),
+        "detected": outcome.detected,
+        "faces": [{"track_id": track_id, **face_dict(face)} for track_id, face in outcome.faces],
+        "error": None if outcome.error is None else error_dict(outcome.error),
+    }

@@ -1,4 +1,5 @@
-"""gRPC transport (grpc.aio): a thin layer over the same decode, batching and pipeline as REST."""
+"""gRPC transport (grpc.aio): the FacePose service over the application core, the same
+request flow, admission and refusals as REST."""
 
 from __future__ import annotations
 
@@ -7,69 +8,36 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service.admission import AdmissionGate
-from service.auth import check_key, load_keys, presented_key
-from service.batching import RequestBatcher
-from service.config import Settings
+from service.app.auth import check_key, presented_key
+from service.app.core import Core
+from service.app.flow import estimate_request
+from service.app.images import EncodedImages
+from service.app.refusals import refusal_for
+from service.app.streams import stream_config_model
 from service.errors import (
     BackendUnavailable,
-    BodyTooLarge,
     DeadlineExceeded,
     FaceposeError,
-    ImageTooLarge,
     Overloaded,
-    TooManyBoxes,
-    TooManyImages,
     Unauthorized,
 )
-from service.estimate import decode_images, fill_entries
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
-from service.grpc.convert import boxes_from_proto, image_result_to_proto, options_from_proto
-from service.grpc.track import track_frames
+from service.grpc.messages import boxes_from_proto, image_message, options_from_proto
+from service.grpc.track_stream import track_frames
 from service.logs import LOGGER, log_request, request_id_from
 from service.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT
 from service.pipeline.solve import load_canonical_face
-from service.runtime.base import InferenceRuntime
-from service.streaming import StreamIdle
 
-T = TypeVar("T")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FacePose"].full_name
-# Images of one stream estimated at once; more wait for a free slot.
-STREAM_IN_FLIGHT = 8
-RESOURCE_ERRORS = (ImageTooLarge, TooManyImages, TooManyBoxes, BodyTooLarge, Overloaded)
 # Errors that end a whole stream (the client should retry later), not just one item.
 STREAM_ENDING = (BackendUnavailable, Overloaded, DeadlineExceeded)
-
-
-def status_for(error: FaceposeError) -> grpc.StatusCode:
-    """The gRPC status of each error type; the HTTP ones live on the types themselves."""
-    if isinstance(error, BackendUnavailable):
-        return grpc.StatusCode.UNAVAILABLE
-    if isinstance(error, DeadlineExceeded):
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    if isinstance(error, Unauthorized):
-        return grpc.StatusCode.UNAUTHENTICATED
-    if isinstance(error, RESOURCE_ERRORS):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    return grpc.StatusCode.INVALID_ARGUMENT
-
-
-async def within_deadline(work: Awaitable[T], context: grpc.aio.ServicerContext,
-                          server_deadline_s: float) -> T:
-    """Await work, but no longer than the client's deadline or the server's own."""
-    remaining = context.time_remaining()
-    timeout = server_deadline_s if remaining is None else min(remaining, server_deadline_s)
-    try:
-        return await asyncio.wait_for(work, timeout)
-    except TimeoutError:
-        raise DeadlineExceeded("the deadline passed before the work was done") from None
 
 
 @dataclass
@@ -111,60 +79,47 @@ async def abort_internal(context: grpc.aio.ServicerContext, call: ObservedCall,
 
 
 class FacePoseServicer(pb_grpc.FacePoseServicer):
-    def __init__(self, settings: Settings, runtime: InferenceRuntime,
-                 batcher: RequestBatcher, gate: AdmissionGate) -> None:
-        self.settings = settings
-        self.runtime = runtime
-        self.batcher = batcher
-        self.gate = gate
-        # Set on shutdown: open Track streams end with UNAVAILABLE instead of holding the
-        # process for the whole grace period.
-        self.closing = asyncio.Event()
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.stream_config_model = stream_config_model(core.settings)
+
+    async def refuse(self, context: grpc.aio.ServicerContext, call: ObservedCall,
+                     error: FaceposeError) -> None:
+        refusal = refusal_for(error, self.core.settings.retry_after_s)
+        call.code = grpc.StatusCode[refusal.grpc_code]
+        await context.abort(call.code, refusal.grpc_details)
 
     async def _estimate(self, images: list[pb.Image], options: pb.Options,
-                        fail_whole: bool = False) -> list[pb.ImageResult]:
-        with self.gate.admit("grpc"):
-            return await self._estimate_admitted(images, options, fail_whole)
+                        deadline_s: float | None) -> list[pb.ImageResult]:
+        settings = self.core.settings
+        request_options = options_from_proto(self.core.options_model, options)
 
-    async def _estimate_admitted(self, images: list[pb.Image], options: pb.Options,
-                                 fail_whole: bool) -> list[pb.ImageResult]:
-        request_options = options_from_proto(self.settings, options)
-        if len(images) > self.settings.max_images_per_request:
-            raise TooManyImages(f"{len(images)} images; the limit is "
-                                f"{self.settings.max_images_per_request}")
-        if not await asyncio.to_thread(self.runtime.is_ready):
-            raise BackendUnavailable("the inference server is not ready")
-        request_options.boxes = [
-            boxes_from_proto(image, index, self.settings.max_boxes_per_image)
-            for index, image in enumerate(images)]
-        entries, decoded = await asyncio.to_thread(
-            decode_images, self.settings, [image.data for image in images], request_options,
-            fail_whole)
-        results = await self.batcher.submit(decoded)
-        entries = await asyncio.to_thread(fill_entries, entries, results,
-                                          request_options.include)
-        return [image_result_to_proto(entry) for entry in entries]
+        async def read() -> EncodedImages:
+            return EncodedImages(
+                [image.data for image in images],
+                [boxes_from_proto(image, index, settings.max_boxes_per_image)
+                 for index, image in enumerate(images)])
+
+        outcomes = await estimate_request(self.core, "grpc", request_options, read, deadline_s)
+        include = request_options.included
+        return await asyncio.to_thread(
+            lambda: [image_message(outcome, include) for outcome in outcomes])
 
     async def Estimate(self, request: pb.EstimateRequest,
                        context: grpc.aio.ServicerContext) -> pb.EstimateResponse:
         with observed_call(context, "Estimate") as call:
             try:
-                results = await within_deadline(
-                    self._estimate(list(request.images), request.options), context,
-                    self.settings.request_timeout_s)
+                results = await self._estimate(list(request.images), request.options,
+                                               context.time_remaining())
             except FaceposeError as exc:
-                call.code = status_for(exc)
-                await context.abort(call.code, f"{exc.code}: {exc.message}")
+                await self.refuse(context, call, exc)
             except Exception as exc:
                 await abort_internal(context, call, exc)
             return pb.EstimateResponse(results=results)
 
     async def _stream_item(self, item: pb.StreamRequest) -> pb.StreamResult:
         try:
-            (result,) = await asyncio.wait_for(self._estimate([item.image], item.options),
-                                               self.settings.request_timeout_s)
-        except TimeoutError:
-            raise DeadlineExceeded("an image of the stream was not done in time") from None
+            (result,) = await self._estimate([item.image], item.options, None)
         except STREAM_ENDING:
             raise
         except FaceposeError as exc:
@@ -181,7 +136,7 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
                       context: grpc.aio.ServicerContext, call: ObservedCall
                       ) -> AsyncIterator[pb.StreamResult]:
         finished: asyncio.Queue[pb.StreamResult | BaseException | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
+        slots = asyncio.Semaphore(self.core.settings.estimate_stream_max_in_flight)
         tasks: set[asyncio.Task[None]] = set()
 
         async def handle(item: pb.StreamRequest) -> None:
@@ -208,8 +163,7 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
         try:
             while (result := await finished.get()) is not None:
                 if isinstance(result, FaceposeError):
-                    call.code = status_for(result)
-                    await context.abort(call.code, f"{result.code}: {result.message}")
+                    await self.refuse(context, call, result)
                 if isinstance(result, asyncio.CancelledError):
                     raise result
                 if isinstance(result, Exception):
@@ -227,16 +181,12 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
         # here and now. A generator would be left suspended at its yield until collected.
         with observed_call(context, "Track") as call:
             try:
-                async with aclosing(track_frames(self.settings, self.runtime,
-                                                 request_iterator, self.closing)) as results:
+                async with aclosing(track_frames(self.core, request_iterator,
+                                                 self.stream_config_model)) as results:
                     async for result in results:
                         await context.write(result)
-            except StreamIdle as exc:
-                call.code = grpc.StatusCode.DEADLINE_EXCEEDED
-                await context.abort(call.code, f"{exc.code}: {exc.message}")
             except FaceposeError as exc:
-                call.code = status_for(exc)
-                await context.abort(call.code, f"{exc.code}: {exc.message}")
+                await self.refuse(context, call, exc)
             except Exception as exc:
                 await abort_internal(context, call, exc)
 
@@ -295,39 +245,45 @@ def _denying(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHand
 
 
 class GrpcServer:
-    """The gRPC server of the gateway process, sharing its runtime, batcher and admission."""
+    """The gRPC server of the gateway process, over the same core as the HTTP one; the core
+    starts and stops it (``Core.attach``)."""
 
-    def __init__(self, settings: Settings, runtime: InferenceRuntime,
-                 batcher: RequestBatcher, gate: AdmissionGate) -> None:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.server: grpc.aio.Server | None = None
+        self.health: health.aio.HealthServicer | None = None
+
+    async def start(self) -> None:
+        """Bind and serve; made here, in the running event loop, not when the app is built."""
+        core, settings = self.core, self.core.settings
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", 4 * settings.max_body_bytes),
         ]
         open_prefixes: tuple[str, ...] = () if settings.protect_health_and_metrics else (
             "/grpc.health.v1.Health/", "/grpc.reflection.")
-        keys = load_keys(settings.api_keys, settings.api_keys_file)
-        self.server = grpc.aio.server(options=options,
-                                      interceptors=[ApiKeyInterceptor(keys, open_prefixes)])
-        self.servicer = FacePoseServicer(settings, runtime, batcher, gate)
+        self.server = grpc.aio.server(
+            options=options, interceptors=[ApiKeyInterceptor(core.api_keys, open_prefixes)])
+        self.servicer = FacePoseServicer(core)
         pb_grpc.add_FacePoseServicer_to_server(self.servicer, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-
-    async def start(self) -> None:
+        self.server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
         await self.server.start()
 
     async def set_serving(self, ready: bool) -> None:
         """What the standard health service answers, for the server and for FacePose."""
         status = (health_pb2.HealthCheckResponse.SERVING if ready
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, status)
+        if self.health is not None:
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, status)
 
     async def stop(self, grace_s: float) -> None:
-        await self.health.enter_graceful_shutdown()
-        self.servicer.closing.set()
-        await self.server.stop(grace_s)
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(grace_s)

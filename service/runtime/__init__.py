@@ -11,7 +11,8 @@ def create_runtime(settings: Settings) -> InferenceRuntime:
     if settings.runtime == "embedded":
         from service.runtime.embedded import EmbeddedRuntime
 
-        return EmbeddedRuntime(settings.model_repository, settings.ort_intra_op_threads)
+        return EmbeddedRuntime(settings.model_repository, settings.ort_intra_op_threads,
+                               settings.ort_batch_chunk)
     if settings.runtime == "triton":
         from service.runtime.triton import TritonRuntime
 

@@ -12,10 +12,6 @@ import onnxruntime as ort
 from service.runtime.base import split_batches
 from service.runtime.model_config import ModelSpec, load_model_specs
 
-# Batches run one item at a time: on the CPU a batch's activations outgrow the cache, and
-# measured on one core a batch of 8 costs 2.8 ms per face-mesh item against 1.8 ms singly
-# (full-range detector 4.5 against 3.1). Batching still pays on Triton and on a GPU.
-CPU_CHUNK = 1
 # The items of one call run side by side on this many cores at most (sessions are thread-safe
 # and release the GIL), so that the faces of one lone image do not queue behind each other.
 PARALLEL_ITEMS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -34,7 +30,9 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
 
 
 class EmbeddedRuntime:
-    def __init__(self, repository: Path, intra_op_threads: int = 1) -> None:
+    def __init__(self, repository: Path, intra_op_threads: int = 1, batch_chunk: int = 1) -> None:
+        """batch_chunk: items of a batch run at a time (``Settings.ort_batch_chunk``)."""
+        self.batch_chunk = batch_chunk
         self.specs: dict[str, ModelSpec] = load_model_specs(repository)
         options = _session_options(intra_op_threads)
         self._pool = ThreadPoolExecutor(max_workers=PARALLEL_ITEMS,
@@ -57,7 +55,7 @@ class EmbeddedRuntime:
         def run(part: slice) -> list[np.ndarray]:
             return session.run(output_names, {name: array[part] for name, array in inputs.items()})
 
-        parts = split_batches(batch_size, min(CPU_CHUNK, spec.max_batch_size))
+        parts = split_batches(batch_size, min(self.batch_chunk, spec.max_batch_size))
         chunks = list(self._pool.map(run, parts)) if len(parts) > 1 else [run(p) for p in parts]
         return {
             name: np.concatenate([chunk[i] for chunk in chunks])

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from service.client import MAX_MESSAGE_BYTES
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
-from service.grpc.convert import image_result_to_dict
+from service.grpc.messages import image_result_to_dict
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,

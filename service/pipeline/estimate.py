@@ -1,12 +1,14 @@
-"""The pipeline: decoded images -> faces with poses and meshes. Transports call only this."""
+"""The pipeline's entry point, ``estimate_faces``: decoded images -> faces with poses and meshes.
+
+The application core calls only this (and the tracker its stages).
+"""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from dataclasses import replace
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -28,7 +30,7 @@ from service.pipeline.detect import (
     merge_detections,
     run_detector,
 )
-from service.pipeline.iris import IrisPair, run_iris
+from service.pipeline.iris import run_iris
 from service.pipeline.mesh import mesh_input_size, run_mesh
 from service.pipeline.mirror import (
     mirror_boxes,
@@ -38,6 +40,7 @@ from service.pipeline.mirror import (
     mirror_regions,
     unmirror_rotation,
 )
+from service.pipeline.records import Face, ImageRequest, ImageResult, PipelineOptions
 from service.pipeline.scale import (
     rescale_boxes,
     rescale_camera,
@@ -47,7 +50,6 @@ from service.pipeline.scale import (
 )
 from service.pipeline.solve import (
     MESH_TRUSTED_PRESENCE,
-    Camera,
     Pose,
     euler_pitch_yaw_roll_deg,
     face_pose,
@@ -59,51 +61,15 @@ from service.pipeline.solve import (
 from service.runtime.base import InferenceRuntime
 
 SHORT_RANGE, FULL_RANGE = "face_detector_short", "face_detector_full"
-# Model calls a pipeline run makes beside its own thread's.
-_SIDE_CALLS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="side-model-call")
 # Faces turned further than this get a second, mirrored fit averaged in.
 MIRROR_ABOVE_YAW_DEG = 25.0
 
 
-@dataclass(frozen=True)
-class Options:
-    max_faces: int
-    min_score: float
-    min_presence: float
-    iris: bool = False
-
-
-@dataclass
-class ImageRequest:
-    """One image and what its client asked for; images of many requests may share a batch.
-
-    The image may be a JPEG decoded at 1/``reduction`` of its size; camera and boxes are in its
-    own pixels all the same, and results come back in full-size pixels.
-    """
-
-    image: np.ndarray  # (H, W, 3) uint8 RGB
-    camera: Camera
-    options: Options
-    boxes: np.ndarray | None = None  # (N, 4) client face boxes; None runs the detector
-    reduction: int = 1
-    redecode: Callable[[int], np.ndarray] | None = None  # the image at another reduction
-
-
-@dataclass
-class Face:
-    box: np.ndarray  # (4,) x1, y1, x2, y2 image pixels
-    score: float
-    presence: float
-    pose: Pose
-    landmarks_px: np.ndarray  # (468, 3) x, y image pixels, z relative depth in pixels
-    vertices_mm: np.ndarray  # (468, 3) camera frame
-    iris: IrisPair | None = None
-
-
-@dataclass
-class ImageResult:
-    camera: Camera
-    faces: list[Face] = field(default_factory=list)
+@cache
+def side_calls() -> ThreadPoolExecutor:
+    """The threads for model calls a pipeline run makes beside its own thread's; made on
+    first use, not on import."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="side-model-call")
 
 
 @lru_cache(maxsize=1)
@@ -166,7 +132,7 @@ def keypoints_in_boxes(runtime: InferenceRuntime, images: list[np.ndarray],
     return results
 
 
-def detect_faces(runtime: InferenceRuntime, images: list[np.ndarray], options: list[Options]
+def detect_faces(runtime: InferenceRuntime, images: list[np.ndarray], options: list[PipelineOptions]
                  ) -> list[Detections]:
     """Both detectors, each in one batched call: the short-range model is the better one on
     large faces, the full-range model finds the small ones it misses."""
@@ -175,7 +141,7 @@ def detect_faces(runtime: InferenceRuntime, images: list[np.ndarray], options: l
     lowest = min(o.min_score for o in options)
     # The two models are independent and the runtimes release the GIL: side by side, a lone
     # request's detection takes the longer model's time, not both.
-    short_range = _SIDE_CALLS.submit(run_detector, runtime, SHORT_RANGE, images, lowest)
+    short_range = side_calls().submit(run_detector, runtime, SHORT_RANGE, images, lowest)
     full = run_detector(runtime, FULL_RANGE, images, lowest)
     short = short_range.result()
     results = []
@@ -397,7 +363,8 @@ def to_full_size(result: ImageResult, reduction: int) -> ImageResult:
     return ImageResult(rescale_camera(result.camera, reduction), result.faces)
 
 
-def estimate(runtime: InferenceRuntime, requests: list[ImageRequest]) -> list[ImageResult]:
+def estimate_faces(runtime: InferenceRuntime, requests: list[ImageRequest]
+                   ) -> list[ImageResult]:
     """Faces, poses and meshes for each image, in order."""
     if not requests:
         return []

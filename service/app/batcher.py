@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.metrics import GROUP_IMAGES, GROUP_REQUESTS, QUEUE_DEPTH, STAGE_SECONDS
-from service.pipeline.pipeline import ImageRequest, ImageResult
+from service.pipeline.records import ImageRequest, ImageResult
 
 Run = Callable[[list[ImageRequest]], list[ImageResult]]
 

@@ -1,8 +1,10 @@
 """Video streams, whatever the transport: a stream's settings, its tracker, every frame answered
-in order, and the limits each stream is held to (streams open, frames in flight, idle time).
+in order, and the limits each stream is held to (frames in flight, idle time; streams open at
+once are the core's ``StreamSlots``).
 
-The WebSocket (``service/api/stream.py``) and gRPC (``service/grpc/track.py``) transports only
-turn their messages into ``Incoming`` items and the ``Outgoing`` ones back into messages.
+The WebSocket (``service/api/websocket.py``) and gRPC (``service/grpc/track_stream.py``)
+transports only turn their messages into ``Incoming`` items and the ``Outgoing`` ones back into
+messages.
 """
 
 from __future__ import annotations
@@ -10,24 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.options import RequestOptions, parse_options
-from service.api.schemas import CameraOut, ErrorDetail, FaceOut
-from service.api.serialize import error_dict, image_dict
+from service.app.images import EncodedImages, decode_request_images
+from service.app.options import RequestOptions, options_model, validate_options
+from service.app.results import FaceOutput, face_output
 from service.config import Settings
-from service.errors import BadOption, BadRequestBody, FaceposeError, Overloaded
-from service.estimate import decode_images
+from service.errors import BadOption, BadRequestBody, FaceposeError, ProtocolError, StreamIdle
 from service.logs import LOGGER
-from service.metrics import STREAM_DETECTOR_RUNS, STREAM_FRAMES, STREAMS_OPEN, STREAMS_REJECTED
-from service.pipeline.pipeline import ImageResult
+from service.metrics import STREAM_DETECTOR_RUNS, STREAM_FRAMES
 from service.pipeline.smoothing import DEFAULT_SMOOTHING, OneEuroParams, SmoothingParams
-from service.pipeline.track import Tracker, TrackerSettings
+from service.pipeline.solve import Camera
+from service.pipeline.tracker import Tracker, TrackerSettings
 from service.runtime.base import InferenceRuntime
 
 MAX_DETECT_EVERY = 10_000
@@ -35,15 +35,6 @@ MAX_FRAME_ID_CHARS = 256
 # Client timestamps beyond this (about 30,000 years of milliseconds) are no clock's.
 MAX_TIMESTAMP_MS = 1e15
 FrameId = str | int | None
-
-
-class ProtocolError(BadRequestBody):
-    """The client broke the stream protocol (not a bad frame): the stream ends."""
-
-
-class StreamIdle(FaceposeError):
-    code = "idle_timeout"
-    status = 408
 
 
 # --- What a client may set per stream ---------------------------------------------------------
@@ -80,21 +71,11 @@ class SmoothingIn(BaseModel):
                                  description="On each landmark coordinate; speed in px/s.")
 
 
-class StreamConfig(BaseModel):
-    """A stream's settings (the `config` message); every field is optional."""
+class StreamConfig(RequestOptions):
+    """A stream's settings (the `config` message): the request options, for the faces tracked
+    (``min_score`` starts a track, a face-presence score below ``min_presence`` loses it), and
+    the tracker's; every field is optional."""
 
-    model_config = ConfigDict(extra="forbid")
-    include: list[str] = Field(default_factory=list,
-                               description="As in /v1/faces: mesh, landmarks, landmarks68, iris, "
-                                           "visibility.")
-    max_faces: int | None = Field(default=None, description="Faces tracked at most.")
-    min_score: float | None = Field(default=None, description="Detector score to start a track.")
-    min_presence: float | None = Field(
-        default=None, description="Face-presence score below which a track is lost (above 0).")
-    fx: float | None = None
-    fy: float | None = None
-    cx: float | None = None
-    cy: float | None = None
     detect_every: int | None = Field(
         default=None, ge=1, le=MAX_DETECT_EVERY,
         description="Run the detector every this many frames to find new faces.")
@@ -103,50 +84,38 @@ class StreamConfig(BaseModel):
     smoothing: SmoothingIn = Field(default_factory=SmoothingIn)
 
 
-class TrackedFaceOut(FaceOut):
-    track_id: int = Field(description="The same for a face in every frame while it is in view.")
-
-
-class StreamFrameOut(BaseModel):
-    """The answer to one frame (the `frame` message the service sends)."""
-
-    type: Literal["frame"] = "frame"
-    id: str | int | None = Field(description="The client's frame id, echoed.")
-    frame: int = Field(description="Position of the frame in the stream, from 0.")
-    timestamp_ms: float | None = Field(description="The frame's time: the client's, or "
-                                                   "derived from fps.")
-    width: int | None
-    height: int | None
-    camera: CameraOut | None
-    detected: bool = Field(description="Whether the face detector ran on this frame.")
-    faces: list[TrackedFaceOut]
-    error: ErrorDetail | None = Field(description="Set when this frame failed; the stream goes "
-                                                  "on.")
+def stream_config_model(settings: Settings) -> type[StreamConfig]:
+    """StreamConfig with the defaults and limits of ``settings``."""
+    model = options_model(settings, "StreamConfig", base=StreamConfig)
+    assert issubclass(model, StreamConfig)
+    return model
 
 
 @dataclass(frozen=True)
 class StreamSetup:
-    options: RequestOptions
+    options: StreamConfig
     tracker: TrackerSettings
     fps: float
     effective: dict[str, Any]  # the settings in force, as the client is told them
 
 
-def problems_of(error: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
-                     for e in error.errors())
+def parse_config(settings: Settings, data: Any,
+                 model: type[StreamConfig] | None = None) -> StreamSetup:
+    """A client's config (JSON-like, or a StreamConfig a transport validated) -> the stream's
+    setup; raises BadOption.
 
-
-def parse_config(settings: Settings, data: Any) -> StreamSetup:
-    """A client's config object (JSON-like) -> the stream's setup; raises BadOption."""
-    try:
-        config = StreamConfig.model_validate(data if data is not None else {})
-    except ValidationError as exc:
-        raise BadOption(f"config: {problems_of(exc)}") from None
-    options = parse_options(settings, include=config.include, max_faces=config.max_faces,
-                            min_score=config.min_score, min_presence=config.min_presence,
-                            fx=config.fx, fy=config.fy, cx=config.cx, cy=config.cy)
-    if options.pipeline.min_presence <= 0:
+    model: ``stream_config_model(settings)``, made once by the caller that has many streams.
+    """
+    if isinstance(data, StreamConfig):
+        config = data
+    else:
+        if data is not None and not isinstance(data, dict):
+            raise BadOption("config: must be an object")
+        validated = validate_options(model or stream_config_model(settings), data or {},
+                                     prefix="config: ")
+        assert isinstance(validated, StreamConfig)
+        config = validated
+    if config.min_presence <= 0:
         raise BadOption("min_presence must be above 0 in a stream: a track whose "
                         "face-presence score falls below it is lost")
     smoothing = SmoothingParams(
@@ -154,19 +123,18 @@ def parse_config(settings: Settings, data: Any) -> StreamSetup:
         translation=config.smoothing.translation.over(DEFAULT_SMOOTHING.translation),
         landmarks=config.smoothing.landmarks.over(DEFAULT_SMOOTHING.landmarks))
     detect_every = config.detect_every or settings.stream_detect_every
-    tracker = TrackerSettings(options.pipeline, detect_every,
+    tracker = TrackerSettings(config.pipeline, detect_every,
                               smoothing if config.smoothing.enabled else None)
-    fx, fy, cx, cy = options.intrinsics
     effective = {
-        "include": sorted(options.include), "max_faces": options.pipeline.max_faces,
-        "min_score": options.pipeline.min_score, "min_presence": options.pipeline.min_presence,
-        "fx": fx, "fy": fy, "cx": cx, "cy": cy, "detect_every": detect_every,
-        "fps": config.fps,
+        "include": sorted(config.included), "max_faces": config.max_faces,
+        "min_score": config.min_score, "min_presence": config.min_presence,
+        "fx": config.fx, "fy": config.fy, "cx": config.cx, "cy": config.cy,
+        "detect_every": detect_every, "fps": config.fps,
         "smoothing": {"enabled": config.smoothing.enabled,
                       **{part: asdict(getattr(smoothing, part))
                          for part in ("rotation", "translation", "landmarks")}},
     }
-    return StreamSetup(options, tracker, config.fps, effective)
+    return StreamSetup(config, tracker, config.fps, effective)
 
 
 # --- One stream's frames ----------------------------------------------------------------------
@@ -181,7 +149,7 @@ class FrameIn:
 
 @dataclass
 class ConfigIn:
-    config: Any  # the client's config object, as JSON-like data
+    config: Any  # JSON-like data, or a StreamConfig the transport validated
 
 
 @dataclass
@@ -198,8 +166,23 @@ class ConfigAck:
 
 
 @dataclass
+class FrameOutcome:
+    """The answer to one frame: its faces, each with its track id, or its error."""
+
+    frame_id: FrameId
+    frame: int  # position in the stream, from 0
+    timestamp_ms: float | None = None
+    width: int | None = None
+    height: int | None = None
+    camera: Camera | None = None
+    detected: bool = False
+    faces: list[tuple[int, FaceOutput]] = field(default_factory=list)  # (track id, face)
+    error: FaceposeError | None = None
+
+
+@dataclass
 class FrameDone:
-    body: dict[str, Any]  # ``StreamFrameOut`` without its type
+    outcome: FrameOutcome
 
 
 @dataclass
@@ -234,47 +217,44 @@ class StreamSession:
                                  f"after {last:g}")
         return given
 
-    def process(self, frame: FrameIn) -> dict[str, Any]:
-        index = self.frames
+    def process(self, frame: FrameIn) -> FrameOutcome:
+        outcome = FrameOutcome(frame.frame_id, self.frames)
         self.frames += 1
-        body: dict[str, Any] = {"id": frame.frame_id, "frame": index, "timestamp_ms": None,
-                                "width": None, "height": None, "camera": None,
-                                "detected": False, "faces": [], "error": None}
         try:
             if frame.error is not None:
                 raise frame.error
             timestamp_ms = self._timestamp_ms(frame.timestamp_ms)
-            body["timestamp_ms"] = timestamp_ms
+            outcome.timestamp_ms = timestamp_ms
             # Full size: tracking crops from the last frame's landmarks, in its pixels.
-            entries, (request,) = decode_images(self.settings, [frame.data],
-                                                self.setup.options, fail_whole=True,
-                                                reduce=False)
-            result = self.tracker.step(request.image, request.camera, timestamp_ms / 1000.0)
+            (decoded,) = decode_request_images(
+                self.settings, EncodedImages([frame.data], whole=True), self.setup.options,
+                reduce=False)
+            assert decoded.request is not None
+            result = self.tracker.step(decoded.request.image, decoded.request.camera,
+                                       timestamp_ms / 1000.0)
         except FaceposeError as exc:
             STREAM_FRAMES.labels(self.transport, "error").inc()
-            body["error"] = error_dict(exc.code, exc.message)
-            return body
+            outcome.error = exc
+            return outcome
         except Exception:
             LOGGER.exception("a stream frame failed")
             # Whatever state the tracker was left in is not to be trusted: start afresh.
             self.tracker.reset()
             STREAM_FRAMES.labels(self.transport, "error").inc()
-            body["error"] = error_dict("internal_error", "internal error")
-            return body
+            outcome.error = FaceposeError("internal error")
+            return outcome
         self._last_timestamp_ms = timestamp_ms
         if result.detect_reason is not None:
             STREAM_DETECTOR_RUNS.labels(result.detect_reason).inc()
         STREAM_FRAMES.labels(self.transport, "tracked" if result.detect_reason is None
                              else "detected").inc()
-        (entry,) = entries
-        image = image_dict(index, entry["width"], entry["height"],
-                           ImageResult(result.camera, [t.face for t in result.faces]),
-                           self.setup.options.include)
-        body.update(width=image["width"], height=image["height"], camera=image["camera"],
-                    detected=result.detect_reason is not None,
-                    faces=[{"track_id": tracked.track_id, **face}
-                           for tracked, face in zip(result.faces, image["faces"], strict=True)])
-        return body
+        include = self.setup.options.included
+        outcome.width, outcome.height = decoded.width, decoded.height
+        outcome.camera = result.camera
+        outcome.detected = result.detect_reason is not None
+        outcome.faces = [(tracked.track_id, face_output(tracked.face, include))
+                         for tracked in result.faces]
+        return outcome
 
 
 class StreamRunner:
@@ -287,10 +267,12 @@ class StreamRunner:
     whatever the transport's receive and send raise (a client gone).
     """
 
-    def __init__(self, settings: Settings, runtime: InferenceRuntime, transport: str) -> None:
+    def __init__(self, settings: Settings, runtime: InferenceRuntime, transport: str,
+                 config_model: type[StreamConfig] | None = None) -> None:
         self.settings = settings
         self.runtime = runtime
         self.transport = transport
+        self.config_model = config_model or stream_config_model(settings)
         self.session: StreamSession | None = None
         self._in_flight = asyncio.Semaphore(settings.stream_max_frames_in_flight)
         self._pending: asyncio.Queue[ConfigAck | FrameIn | FaceposeError | None] = (
@@ -308,7 +290,7 @@ class StreamRunner:
             raise failed.exceptions[0] from None
 
     def _start(self, config: Any) -> StreamSetup:
-        setup = parse_config(self.settings, config)
+        setup = parse_config(self.settings, config, self.config_model)
         self.session = StreamSession(self.settings, self.runtime, setup, self.transport)
         return setup
 
@@ -352,7 +334,7 @@ class StreamRunner:
             self._in_flight.release()
         await self._send(send, StreamEnd(self.session.frames if self.session is not None else 0))
 
-    async def _process(self, frame: FrameIn) -> dict[str, Any]:
+    async def _process(self, frame: FrameIn) -> FrameOutcome:
         """The frame's answer, worked out in a thread. Cancelled (the client gone), it still
         waits for the thread: model calls cannot be interrupted, and the stream's slot is given
         back only once they are done, so that what runs stays within the limits."""
@@ -378,31 +360,3 @@ class StreamRunner:
         except TimeoutError:
             raise StreamIdle(f"the client read nothing for {idle_s:g} s: the stream is "
                              "closed") from None
-
-
-# --- Streams open at once -------------------------------------------------------------------
-
-class StreamSlots:
-    """At most ``limit`` streams open at once; past it a stream is refused at once. Used from
-    the event loop's thread only."""
-
-    def __init__(self) -> None:
-        self.open = 0
-
-    @contextmanager
-    def hold(self, transport: str, limit: int) -> Iterator[None]:
-        if self.open >= limit:
-            STREAMS_REJECTED.labels(transport).inc()
-            raise Overloaded(f"{limit} video streams are open, the most this service takes; "
-                             "retry later")
-        self.open += 1
-        STREAMS_OPEN.labels(transport).inc()
-        try:
-            yield
-        finally:
-            self.open -= 1
-            STREAMS_OPEN.labels(transport).dec()
-
-
-# One per process: the WebSocket and gRPC servers share the gateway's event loop.
-OPEN_STREAMS = StreamSlots()

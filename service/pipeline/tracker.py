@@ -20,15 +20,9 @@ import numpy as np
 from service.metrics import STAGE_SECONDS
 from service.pipeline.align import Regions, regions_from_landmarks
 from service.pipeline.detect import NUM_KEYPOINTS, box_iou
+from service.pipeline.estimate import fit_faces, fit_meshes, locate_faces
 from service.pipeline.iris import run_iris
-from service.pipeline.pipeline import (
-    Face,
-    ImageRequest,
-    Options,
-    fit_faces,
-    fit_meshes,
-    locate_faces,
-)
+from service.pipeline.records import Face, ImageRequest, PipelineOptions
 from service.pipeline.smoothing import FaceSmoother, SmoothingParams
 from service.pipeline.solve import (
     Camera,
@@ -59,7 +53,8 @@ DetectReason = str  # "first", "lost", "none_tracked", "periodic"
 
 @dataclass(frozen=True)
 class TrackerSettings:
-    options: Options  # max_faces, min_score (detector), min_presence (tracks lost below), iris
+    # max_faces, min_score (detector), min_presence (tracks lost below), iris
+    options: PipelineOptions
     detect_every: int  # frames; 1 runs the detector on every frame
     smoothing: SmoothingParams | None  # None: poses and landmarks as fitted
 

@@ -18,18 +18,16 @@ from typing import Any, Literal
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
-from starlette.responses import JSONResponse
 
-from service.api.schemas import ErrorDetail
-from service.api.serialize import error_dict
-from service.auth import check_key, load_keys, presented_key
-from service.config import Settings
-from service.errors import BadOption, BadRequestBody, FaceposeError, ImageTooLarge
-from service.logs import LOGGER, log_request, request_id_from
-from service.metrics import REQUESTS
-from service.streaming import (
+from service.api.responses import refusal_response
+from service.api.schemas import CameraOut, ErrorDetail, FaceOut
+from service.api.serialize import error_dict, frame_dict
+from service.app.auth import check_key, presented_key
+from service.app.core import Core
+from service.app.options import problems_of
+from service.app.refusals import refusal_for
+from service.app.streams import (
     MAX_FRAME_ID_CHARS,
-    OPEN_STREAMS,
     ConfigAck,
     ConfigIn,
     EndIn,
@@ -38,13 +36,22 @@ from service.streaming import (
     FrameIn,
     Incoming,
     Outgoing,
-    ProtocolError,
     StreamConfig,
     StreamEnd,
-    StreamIdle,
     StreamRunner,
-    problems_of,
+    stream_config_model,
 )
+from service.config import Settings
+from service.errors import (
+    BadOption,
+    BadRequestBody,
+    FaceposeError,
+    ImageTooLarge,
+    ProtocolError,
+    StreamIdle,
+)
+from service.logs import LOGGER, log_request, request_id_from
+from service.metrics import REQUESTS
 
 ROUTE = "/v1/stream"
 # Close codes: 1000 the stream ended (after `end`), 1008 protocol misuse or a bad config,
@@ -92,6 +99,27 @@ class EndAckMessage(BaseModel):
     frames: int = Field(description="Frames answered in this stream.")
 
 
+class TrackedFaceOut(FaceOut):
+    track_id: int = Field(description="The same for a face in every frame while it is in view.")
+
+
+class StreamFrameOut(BaseModel):
+    """The answer to one frame (the `frame` message the service sends)."""
+
+    type: Literal["frame"] = "frame"
+    id: str | int | None = Field(description="The client's frame id, echoed.")
+    frame: int = Field(description="Position of the frame in the stream, from 0.")
+    timestamp_ms: float | None = Field(description="The frame's time: the client's, or "
+                                                   "derived from fps.")
+    width: int | None
+    height: int | None
+    camera: CameraOut | None
+    detected: bool = Field(description="Whether the face detector ran on this frame.")
+    faces: list[TrackedFaceOut]
+    error: ErrorDetail | None = Field(description="Set when this frame failed; the stream goes "
+                                                  "on.")
+
+
 class StreamErrorMessage(BaseModel):
     """Sent just before the service closes a stream for a stream-level error."""
 
@@ -121,7 +149,7 @@ def json_frame(payload: dict[str, Any], settings: Settings) -> FrameIn:
         message = FrameMessage.model_validate(payload)
     except ValidationError as exc:
         return FrameIn(b"", frame_id=_frame_id(payload.get("id")),
-                       error=BadRequestBody(f"frame: {problems_of(exc)}"))
+                       error=BadRequestBody(f"frame: {problems_of(exc.errors())}"))
     # Base64 holds 3 bytes in 4 characters: refuse before decoding what cannot fit the limit.
     if len(message.image) > (settings.max_image_bytes + 2) // 3 * 4 + 4:
         return FrameIn(b"", message.timestamp_ms, message.id, ImageTooLarge(
@@ -158,7 +186,7 @@ def binary_frame(data: bytes) -> FrameIn:
         fields = BinaryFrameHeader.model_validate(header)
     except ValidationError as exc:
         return FrameIn(b"", frame_id=_frame_id(header.get("id")),
-                       error=BadRequestBody(f"binary frame header: {problems_of(exc)}"))
+                       error=BadRequestBody(f"binary frame header: {problems_of(exc.errors())}"))
     return _checked_id(FrameIn(data[4 + length:], fields.timestamp_ms, fields.id))
 
 
@@ -193,7 +221,7 @@ async def send_message(websocket: WebSocket, outgoing: Outgoing) -> None:
     if isinstance(outgoing, ConfigAck):
         content: dict[str, Any] = {"type": "config", "config": outgoing.config}
     elif isinstance(outgoing, FrameDone):
-        content = {"type": "frame", **outgoing.body}
+        content = frame_dict(outgoing.outcome)
     else:
         assert isinstance(outgoing, StreamEnd)
         content = {"type": "end", "frames": outgoing.frames}
@@ -208,35 +236,29 @@ async def close_with_error(websocket: WebSocket, code: int, error: FaceposeError
     reading nothing (then the server gives up after CLOSE_TIMEOUT_S)."""
     with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
         async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await websocket.send_text(_text({"type": "error",
-                                             "error": error_dict(error.code, error.message)}))
+            await websocket.send_text(_text({"type": "error", "error": error_dict(error)}))
             reason = f"{error.code}: {error.message}".encode()[:MAX_REASON_BYTES]
             await websocket.close(code, reason.decode(errors="ignore"))
 
 
 async def refuse(websocket: WebSocket, error: FaceposeError, retry_after_s: int) -> None:
-    """Refuse the upgrade with the HTTP status and error body /v1/faces would give."""
-    headers = {}
-    if error.status == 429:
-        headers["Retry-After"] = str(retry_after_s)
-    if error.status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    response = JSONResponse({"error": error_dict(error.code, error.message)},
-                            status_code=error.status, headers=headers)
+    """Refuse the upgrade with the HTTP status, headers and error body /v1/faces would give."""
+    refusal = refusal_for(error, retry_after_s)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(response)
+        await websocket.send_denial_response(refusal_response(refusal))
     else:
-        await websocket.close(CLOSE_FOR_STATUS.get(error.status, CLOSE_POLICY),
-                              f"{error.code}: {error.message}"[:MAX_REASON_BYTES])
+        await websocket.close(CLOSE_FOR_STATUS.get(refusal.status, CLOSE_POLICY),
+                              refusal.grpc_details[:MAX_REASON_BYTES])
 
 
-def stream_router(settings: Settings) -> APIRouter:
+def stream_router(core: Core) -> APIRouter:
+    settings = core.settings
     router = APIRouter()
-    keys = load_keys(settings.api_keys, settings.api_keys_file)
+    config_model = stream_config_model(settings)
 
     async def serve(websocket: WebSocket) -> int:
         """Run the accepted stream to its end; the close code it ended with."""
-        runner = StreamRunner(settings, websocket.app.state.runtime, "websocket")
+        runner = StreamRunner(settings, core.runtime, "websocket", config_model)
 
         async def receive() -> Incoming:
             return await receive_message(websocket, settings)
@@ -271,9 +293,9 @@ def stream_router(settings: Settings) -> APIRouter:
         started = time.perf_counter()
         status = "refused"
         try:
-            check_key(keys, presented_key(websocket.headers.get("authorization"),
+            check_key(core.api_keys, presented_key(websocket.headers.get("authorization"),
                                           websocket.headers.get("x-api-key")))
-            with OPEN_STREAMS.hold("websocket", settings.stream_max_streams):
+            with core.streams.hold("websocket"):
                 await websocket.accept(headers=[(b"x-request-id", request_id.encode())])
                 status = str(await serve(websocket))
         except FaceposeError as exc:

@@ -14,7 +14,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from service.pipeline.pipeline import Face, ImageResult
+from service.pipeline.records import Face, ImageResult
 from service.pipeline.solve import (
     Camera,
     euler_pitch_yaw_roll_deg,

@@ -1,0 +1,123 @@
+"""Reading the images of a /v1/faces or /v1/render request: the raw body or the multipart parts
+named `images`, under the size limits, with the `boxes` query parameter; and the request body's
+OpenAPI description."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+from service.app.images import EncodedImages, check_image_count
+from service.app.options import check_boxes
+from service.config import Settings
+from service.errors import BadOption, BadRequestBody, BodyTooLarge, TooManyImages, UnsupportedImage
+from service.pipeline.decode import SUPPORTED_FORMATS
+
+IMAGE_CONTENT_TYPES = frozenset(SUPPORTED_FORMATS.values())
+# Names clients send for the same thing.
+CONTENT_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def image_request_body(max_images: int) -> dict[str, Any]:
+    """The OpenAPI request body: one image as the raw body, or up to ``max_images`` as
+    multipart parts named `images`."""
+    return {"required": True, "content": {
+        **{media_type: {"schema": _BINARY} for media_type in sorted(IMAGE_CONTENT_TYPES)},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["images"],
+            "properties": {"images": {"type": "array", "minItems": 1, "maxItems": max_images,
+                                      "items": _BINARY}},
+        }},
+    }}
+
+
+def content_type_of(request: Request) -> str:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return CONTENT_TYPE_ALIASES.get(content_type, content_type)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_multipart(request: Request, settings: Settings) -> list[bytes]:
+    # The whole body is read under the size limit first, chunked or not, and parsed after.
+    body = await read_body(request, settings.max_body_bytes)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body
+
+    limit = settings.max_images_per_request
+    parser = MultiPartParser(request.headers, chunks(), max_files=limit, max_fields=limit,
+                             max_part_size=settings.max_image_bytes)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        if exc.message.startswith("Too many"):
+            raise TooManyImages(f"more than {limit} parts; the limit is {limit} images") from None
+        raise BadRequestBody(f"malformed multipart body: {exc.message}") from None
+    parts = form.getlist("images")
+    if not parts:
+        raise BadRequestBody("multipart body has no parts named 'images'")
+    return [await part.read() if isinstance(part, UploadFile) else part.encode()
+            for part in parts]
+
+
+async def read_images(request: Request, settings: Settings, boxes_json: str | None
+                      ) -> EncodedImages:
+    """The encoded images of a request, and the client's boxes for each. A raw body is one
+    image whose failure fails the request (``EncodedImages.whole``)."""
+    content_type = content_type_of(request)
+    if content_type in IMAGE_CONTENT_TYPES or content_type == "application/octet-stream":
+        data, whole = [await read_body(request, settings.max_body_bytes)], True
+    elif content_type == "multipart/form-data":
+        data, whole = await read_multipart(request, settings), False
+    elif not content_type:
+        raise UnsupportedImage("missing Content-Type: send image/jpeg, image/png, image/webp "
+                               "or multipart/form-data")
+    else:
+        raise UnsupportedImage(f"unsupported Content-Type {content_type!r}: send image/jpeg, "
+                               "image/png, image/webp or multipart/form-data with parts "
+                               "'images'")
+    check_image_count(settings, len(data))
+    boxes = parse_boxes(boxes_json, len(data), settings.max_boxes_per_image)
+    return EncodedImages(data, boxes, whole)
+
+
+def parse_boxes(text: str | None, image_count: int, limit: int
+                ) -> list[np.ndarray | None] | None:
+    """``boxes``: JSON, per image a list of [x1, y1, x2, y2] face boxes in pixels."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadOption("boxes must be JSON: per image a list of [x1, y1, x2, y2]") from None
+    if not isinstance(value, list) or len(value) != image_count:
+        raise BadOption(f"boxes must be a JSON list with one entry per image ({image_count})")
+    parsed: list[np.ndarray | None] = []
+    for index, image_boxes in enumerate(value):
+        if not isinstance(image_boxes, list) or not all(
+            isinstance(box, list) and len(box) == 4
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
+            for box in image_boxes
+        ):
+            raise BadOption(f"boxes[{index}] must be a list of [x1, y1, x2, y2] number lists")
+        parsed.append(check_boxes(np.array(image_boxes, np.float64).reshape(-1, 4), index, limit))
+    return parsed

@@ -1,0 +1,121 @@
+"""The composition root: one ``Core`` per process holds what every transport shares (settings,
+API keys, the options model, the inference runtime, admission, the request batcher) and starts
+and stops it, with the servers the transports attach.
+
+Transports import the core; the core imports no transport. A transport that runs a server of
+its own (gRPC) hands it to ``Core.attach``, and the core starts it after the runtime is up and
+stops it before the runtime goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from functools import partial
+from typing import Protocol
+
+from service.app.admission import AdmissionGate, StreamSlots
+from service.app.auth import load_keys
+from service.app.batcher import RequestBatcher
+from service.app.options import RequestOptions, options_model
+from service.config import Settings
+from service.metrics import BACKEND_READY, describe_build
+from service.pipeline.estimate import estimate_faces
+from service.pipeline.solve import load_canonical_face
+from service.runtime import create_runtime
+from service.runtime.base import InferenceRuntime
+from service.runtime.model_config import model_hashes
+
+READINESS_PERIOD_S = 1.0
+
+
+class Server(Protocol):
+    """A transport's own server, run beside the HTTP one."""
+
+    async def start(self) -> None: ...
+
+    async def set_serving(self, ready: bool) -> None: ...
+
+    async def stop(self, grace_s: float) -> None: ...
+
+
+class NotStarted(RuntimeError):
+    """The core was used before ``start``."""
+
+
+class Core:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.api_keys = load_keys(settings.api_keys, settings.api_keys_file)
+        self.options_model: type[RequestOptions] = options_model(settings)
+        self.gate = AdmissionGate(settings.max_in_flight_requests)
+        self.streams = StreamSlots(settings.stream_max_streams)
+        # Set on SIGTERM: readiness fails at once so that load balancers stop sending.
+        self.draining = False
+        # Set on shutdown: open streams end with shutting_down instead of holding the process.
+        self.closing = asyncio.Event()
+        self._servers: list[Server] = []
+        self._runtime: InferenceRuntime | None = None
+        self._batcher: RequestBatcher | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    def attach(self, server: Server) -> None:
+        self._servers.append(server)
+
+    @property
+    def runtime(self) -> InferenceRuntime:
+        if self._runtime is None:
+            raise NotStarted("the core is not started")
+        return self._runtime
+
+    @property
+    def batcher(self) -> RequestBatcher:
+        if self._batcher is None:
+            raise NotStarted("the core is not started")
+        return self._batcher
+
+    async def start(self, runtime: InferenceRuntime | None = None) -> None:
+        """runtime: one made elsewhere (tests); by default the one the settings name."""
+        settings = self.settings
+        self._runtime = runtime or create_runtime(settings)
+        load_canonical_face()
+        self._batcher = RequestBatcher(partial(estimate_faces, self._runtime),
+                                       settings.batch_max_images,
+                                       settings.batch_max_wait_ms / 1000, settings.batch_workers,
+                                       in_service=lambda: self.gate.admitted)
+        describe_build(settings.runtime, model_hashes(settings.model_repository))
+        self._batcher.start()
+        for server in self._servers:
+            await server.start()
+        self._watch = asyncio.create_task(self._watch_readiness())
+
+    async def stop(self) -> None:
+        self.closing.set()
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        for server in self._servers:
+            await server.stop(grace_s=self.settings.shutdown_grace_s)
+        if self._batcher is not None:
+            await self._batcher.stop()
+        if self._runtime is not None:
+            self._runtime.close()
+        self._runtime = self._batcher = self._watch = None
+
+    async def runtime_ready(self) -> bool:
+        return await asyncio.to_thread(self.runtime.is_ready)
+
+    async def is_ready(self) -> bool:
+        """Ready: not draining for shutdown, and the inference runtime ready."""
+        ready = not self.draining and await self.runtime_ready()
+        BACKEND_READY.set(int(ready))
+        return ready
+
+    async def _watch_readiness(self) -> None:
+        """Keep the readiness gauge and the servers' health current between probes."""
+        while True:
+            ready = await self.is_ready()
+            for server in self._servers:
+                await server.set_serving(ready)
+            await asyncio.sleep(READINESS_PERIOD_S)

@@ -1,0 +1,63 @@
+"""The request flow, the same for every transport and route: admit, check readiness, read the
+images, decode them, estimate under the deadline.
+
+    outcomes = await estimate_request(core, "http", options, read_images)
+
+``read_images`` is the transport's part: it reads what the client sent (a REST body, a gRPC
+message) into ``EncodedImages``, after admission, so that a refused request costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from service.app.core import Core
+from service.app.images import (
+    EncodedImages,
+    ImageOutcome,
+    check_image_count,
+    decode_request_images,
+)
+from service.app.options import RequestOptions
+from service.errors import BackendUnavailable, DeadlineExceeded
+from service.metrics import FACES_PER_IMAGE
+
+T = TypeVar("T")
+
+
+async def within(seconds: float, work: Awaitable[T]) -> T:
+    """``work``, or DeadlineExceeded once ``seconds`` have passed."""
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        raise DeadlineExceeded(f"not done within the {seconds:g} s deadline") from None
+
+
+async def estimate_request(core: Core, transport: str, options: RequestOptions,
+                           read_images: Callable[[], Awaitable[EncodedImages]],
+                           deadline_s: float | None = None) -> list[ImageOutcome]:
+    """One outcome per image, in order. Raises Overloaded, BackendUnavailable, what
+    ``read_images`` raises, TooManyImages, an image's error when ``EncodedImages.whole``, and
+    DeadlineExceeded past ``deadline_s`` (the server's request deadline if None or later)."""
+    settings = core.settings
+    deadline_s = min(deadline_s or settings.request_timeout_s, settings.request_timeout_s)
+    with core.gate.admit(transport):
+        if not await core.runtime_ready():
+            raise BackendUnavailable("the inference server is not ready")
+        images = await read_images()
+        check_image_count(settings, len(images.data))
+        return await within(deadline_s, _estimate(core, images, options))
+
+
+async def _estimate(core: Core, images: EncodedImages, options: RequestOptions
+                    ) -> list[ImageOutcome]:
+    outcomes = await asyncio.to_thread(decode_request_images, core.settings, images, options)
+    decoded = [outcome for outcome in outcomes if outcome.request is not None]
+    results = await core.batcher.submit([outcome.request for outcome in decoded
+                                         if outcome.request is not None])
+    for outcome, result in zip(decoded, results, strict=True):
+        outcome.result = result
+        FACES_PER_IMAGE.observe(len(result.faces))
+    return outcomes

@@ -1,0 +1,163 @@
+"""What a client may ask of a request, declared once for every transport.
+
+``RequestOptions`` is the one model: the REST query (``api/rest.py``), the gRPC ``Options``
+message (``grpc/messages.py``) and a stream's config (``app/streams.py``) are adapters that fill
+it, so all of them take the same values, refuse the same ones (unknown names included) with the
+same ``bad_option``, and the OpenAPI document shows the ranges and defaults enforced.
+Defaults and some limits are settings: ``options_model(settings)`` is the model a service runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import create_model as pydantic_model
+from pydantic.fields import FieldInfo
+
+from service.config import Settings
+from service.errors import BadOption, TooManyBoxes
+from service.pipeline.records import PipelineOptions
+from service.pipeline.solve import Camera, default_camera
+
+# Pixel coordinates and focal lengths beyond this are no camera's: they only overflow the maths.
+MAX_PIXEL_COORDINATE = 1e6
+
+
+class Include(StrEnum):
+    """Optional outputs; pose, box and scores are always returned."""
+
+    MESH = "mesh"
+    LANDMARKS = "landmarks"
+    LANDMARKS68 = "landmarks68"
+    IRIS = "iris"
+    VISIBILITY = "visibility"
+
+
+INCLUDABLE = tuple(item.value for item in Include)
+
+
+def _split_commas(value: Any) -> Any:
+    """``include=mesh,landmarks68`` or ``include=mesh&include=landmarks68``."""
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list | tuple):
+        return value
+    return [part.strip() for item in values
+            for part in (item.split(",") if isinstance(item, str) else [item])
+            if not isinstance(part, str) or part.strip()]
+
+
+def _sorted_unique(values: list[Include]) -> list[Include]:
+    return sorted(set(values))
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+FocalLength = Annotated[float, Field(gt=0.0, le=MAX_PIXEL_COORDINATE, allow_inf_nan=False)]
+PixelCoordinate = Annotated[float, Field(ge=-MAX_PIXEL_COORDINATE, le=MAX_PIXEL_COORDINATE,
+                                         allow_inf_nan=False)]
+
+
+class RequestOptions(BaseModel):
+    """The options of one request (or stream); every field may be left out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    include: Annotated[list[Include], BeforeValidator(_split_commas),
+                       AfterValidator(_sorted_unique)] = Field(
+        default_factory=list,
+        description=f"Any of {', '.join(INCLUDABLE)} (comma-separated or repeated); pose, box "
+                    "and scores are always returned.")
+    max_faces: int = Field(default=16, ge=1, le=32, description="Faces per image, best first.")
+    min_score: Fraction = Field(default=0.5, description="Drop detections below this detector "
+                                                         "score.")
+    min_presence: Fraction = Field(
+        default=0.5, description="Drop faces whose face-mesh presence score is below this; 0 "
+                                 "keeps every face.")
+    fx: FocalLength | None = Field(default=None, description="Focal length x, pixels; alone it "
+                                                             "sets fy too.")
+    fy: FocalLength | None = Field(default=None, description="Focal length y, pixels.")
+    cx: PixelCoordinate | None = Field(default=None, description="Principal point x, pixels.")
+    cy: PixelCoordinate | None = Field(default=None, description="Principal point y, pixels.")
+
+    @property
+    def included(self) -> frozenset[str]:
+        return frozenset(item.value for item in self.include)
+
+    @property
+    def pipeline(self) -> PipelineOptions:
+        return PipelineOptions(self.max_faces, self.min_score, self.min_presence,
+                               iris=Include.IRIS in self.include)
+
+    def camera_for(self, width: int, height: int, fov_deg: float) -> Camera:
+        """The request's intrinsics for an image of this size, the default ones filling in."""
+        fx, fy, cx, cy = self.fx, self.fy, self.cx, self.cy
+        fallback = default_camera(width, height, fov_deg)
+        if fx is None and fy is None:
+            if cx is None and cy is None:
+                return fallback
+            return Camera(fallback.fx, fallback.fy, cx or fallback.cx, cy or fallback.cy,
+                          "request")
+        fx = fx if fx is not None else fy
+        fy = fy if fy is not None else fx
+        assert fx is not None and fy is not None
+        return Camera(fx, fy, fallback.cx if cx is None else cx,
+                      fallback.cy if cy is None else cy, "request")
+
+
+def _with(field: FieldInfo, **overrides: Any) -> FieldInfo:
+    return FieldInfo.merge_field_infos(field, Field(**overrides))
+
+
+def options_model(settings: Settings, name: str = "RequestOptions",
+                  base: type[RequestOptions] = RequestOptions,
+                  **extra_fields: Any) -> type[RequestOptions]:
+    """``base`` with the defaults and limits of ``settings``, plus ``extra_fields`` (pydantic's
+    ``(type, Field(...))`` pairs) for what only one transport or the streams take."""
+    fields = RequestOptions.model_fields
+    return pydantic_model(
+        name, __base__=base,
+        max_faces=(int, _with(fields["max_faces"], default=settings.default_max_faces,
+                              le=settings.max_faces_per_image)),
+        min_score=(Fraction, _with(fields["min_score"], default=settings.default_min_score)),
+        min_presence=(Fraction, _with(fields["min_presence"],
+                                      default=settings.default_min_presence)),
+        **extra_fields)
+
+
+def problems_of(errors: Sequence[Mapping[str, Any]], drop: tuple[str, ...] = ()) -> str:
+    """Pydantic's errors as one line: ``max_faces: Input should be ...; ...``; ``drop``: leading
+    location parts that only say where a transport carried the value (``query``)."""
+    parts = []
+    for problem in errors:
+        location = [str(p) for p in problem.get("loc", ())]
+        while location and location[0] in drop:
+            location = location[1:]
+        message = problem.get("msg", "")
+        if problem.get("type") == "extra_forbidden":
+            message = "unknown option"
+        parts.append(f"{'.'.join(location)}: {message}" if location else message)
+    return "; ".join(parts)
+
+
+def validate_options(model: type[RequestOptions], data: dict[str, Any],
+                     prefix: str = "") -> RequestOptions:
+    """``data`` validated by ``model``; raises BadOption (``prefix``: where it came from)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadOption(f"{prefix}{problems_of(exc.errors())}") from None
+
+
+def check_boxes(boxes: np.ndarray, index: int, limit: int) -> np.ndarray:
+    """(N, 4) client boxes of image ``index``, returned if valid; raises BadOption or
+    TooManyBoxes."""
+    if len(boxes) > limit:
+        raise TooManyBoxes(f"boxes[{index}]: {len(boxes)} boxes; the limit is {limit}")
+    if (not np.isfinite(boxes).all() or (np.abs(boxes) > MAX_PIXEL_COORDINATE).any()
+            or (boxes[:, 2:] <= boxes[:, :2]).any()):
+        raise BadOption(f"boxes[{index}]: every box needs x1 < x2 and y1 < y2, in pixels up to "
+                        f"{MAX_PIXEL_COORDINATE:g}")
+    return boxes

@@ -1,0 +1,181 @@
+"""The gRPC messages to and from the core's types: options, boxes and a stream's config in;
+image outcomes and stream frames out, with the numbers ``app/results.py`` rounded, as JSON has
+them. ``image_result_to_dict`` turns a result back into the REST shape, for the Python clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from service.app.images import ImageOutcome
+from service.app.options import RequestOptions, check_boxes, validate_options
+from service.app.results import FaceOutput, face_output
+from service.app.streams import FrameOutcome, StreamConfig
+from service.errors import FaceposeError
+from service.grpc import facepose_pb2 as pb
+from service.pipeline.solve import Camera
+
+INCLUDE_NAMES = {pb.INCLUDE_MESH: "mesh", pb.INCLUDE_LANDMARKS: "landmarks",
+                 pb.INCLUDE_LANDMARKS68: "landmarks68", pb.INCLUDE_IRIS: "iris",
+                 pb.INCLUDE_VISIBILITY: "visibility"}
+INCLUDE_VALUES = {name: value for value, name in INCLUDE_NAMES.items()}
+ONE_EURO_FIELDS = ("min_cutoff_hz", "beta", "d_cutoff_hz")
+
+
+def _set_fields(message: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(message, name) for name in names if message.HasField(name)}
+
+
+def _option_fields(options: pb.Options) -> dict[str, Any]:
+    """The fields a client set; an Include value this server does not know stays unknown, and
+    is refused as REST refuses an unknown include name."""
+    return {
+        "include": [INCLUDE_NAMES.get(value, f"unknown({value})") for value in options.include],
+        **_set_fields(options, ("max_faces", "min_score", "min_presence")),
+        **_set_fields(options.intrinsics, ("fx", "fy", "cx", "cy")),
+    }
+
+
+def options_from_proto(model: type[RequestOptions], options: pb.Options) -> RequestOptions:
+    """Validated by the same model as REST's query; raises BadOption."""
+    return validate_options(model, _option_fields(options))
+
+
+def config_from_proto(model: type[StreamConfig], config: pb.TrackConfig) -> StreamConfig:
+    """A Track config validated by the stream's config model; raises BadOption."""
+    smoothing = config.smoothing
+    fields = {
+        **_option_fields(config.options),
+        **_set_fields(config, ("detect_every", "fps")),
+        "smoothing": {"enabled": not smoothing.disabled, **{
+            part: _set_fields(getattr(smoothing, part), ONE_EURO_FIELDS)
+            for part in ("rotation", "translation", "landmarks")}},
+    }
+    validated = validate_options(model, fields, prefix="config: ")
+    assert isinstance(validated, StreamConfig)
+    return validated
+
+
+def boxes_from_proto(image: pb.Image, index: int, limit: int) -> np.ndarray | None:
+    """(N, 4) client boxes, or None to run the detector; raises BadOption."""
+    if not image.use_boxes:
+        return None
+    boxes = np.array([[b.x1, b.y1, b.x2, b.y2] for b in image.boxes], np.float64)
+    return check_boxes(boxes.reshape(-1, 4), index, limit)
+
+
+def _flat(array: np.ndarray) -> list[Any]:
+    return array.ravel().tolist()
+
+
+def error_message(error: FaceposeError) -> pb.Error:
+    return pb.Error(code=error.code, message=error.message)
+
+
+def camera_message(camera: Camera) -> pb.Camera:
+    return pb.Camera(fx=camera.fx, fy=camera.fy, cx=camera.cx, cy=camera.cy,
+                     source=camera.source)
+
+
+def fill_face(message: pb.Face, face: FaceOutput) -> None:
+    message.box.extend(_flat(face.box))
+    message.score, message.presence = face.score, face.presence
+    pose = message.pose
+    pose.euler_deg.CopyFrom(pb.Euler(pitch=face.pitch_deg, yaw=face.yaw_deg, roll=face.roll_deg))
+    pose.rotation_matrix.extend(_flat(face.r_cam_from_model))
+    pose.quaternion_wxyz.extend(_flat(face.quaternion_wxyz))
+    pose.translation_mm.extend(_flat(face.t_cam_from_model_mm))
+    pose.reprojection_rmse_px = face.reprojection_rmse_px
+    if face.landmarks68_px is not None:
+        message.landmarks68.extend(_flat(face.landmarks68_px))
+    if face.landmarks_px is not None:
+        message.landmarks.extend(_flat(face.landmarks_px))
+    if face.vertices_mm is not None:
+        message.mesh_vertices_mm.extend(_flat(face.vertices_mm))
+    if face.iris is not None:
+        for side, eye in face.iris.items():
+            getattr(message.iris, side).CopyFrom(pb.Iris(
+                centre=_flat(eye.centre), contour=_flat(eye.contour), radius_px=eye.radius_px))
+    if face.visible is not None and face.visible68 is not None:
+        message.visible.extend(face.visible.tolist())
+        message.visible68.extend(face.visible68.tolist())
+
+
+def image_message(outcome: ImageOutcome, include: frozenset[str]) -> pb.ImageResult:
+    message = pb.ImageResult(index=outcome.index, width=outcome.width or 0,
+                             height=outcome.height or 0)
+    if outcome.error is not None or outcome.result is None:
+        message.error.CopyFrom(error_message(outcome.error or FaceposeError("internal error")))
+        return message
+    message.camera.CopyFrom(camera_message(outcome.result.camera))
+    for face in outcome.result.faces:
+        fill_face(message.faces.add(), face_output(face, include))
+    return message
+
+
+def track_message(outcome: FrameOutcome) -> pb.TrackResult:
+    """A stream frame's answer, its faces carrying their track ids."""
+    result = pb.ImageResult(index=outcome.frame, width=outcome.width or 0,
+                            height=outcome.height or 0)
+    if outcome.error is not None:
+        result.error.CopyFrom(error_message(outcome.error))
+    else:
+        if outcome.camera is not None:
+            result.camera.CopyFrom(camera_message(outcome.camera))
+        for track_id, face in outcome.faces:
+            message = result.faces.add(track_id=track_id)
+            fill_face(message, face)
+    track = pb.TrackResult(id="" if outcome.frame_id is None else str(outcome.frame_id),
+                           frame=outcome.frame, detected=outcome.detected, result=result)
+    if outcome.timestamp_ms is not None:
+        track.timestamp_ms = outcome.timestamp_ms
+    return track
+
+
+def _pairs(values: Any, width: int) -> list[list[float]] | None:
+    array = np.asarray(values, np.float64)
+    return array.reshape(-1, width).tolist() if array.size else None
+
+
+def image_result_to_dict(result: pb.ImageResult) -> dict[str, Any]:
+    """A gRPC ImageResult in the REST shape (what `facepose batch` writes per image)."""
+    if result.HasField("error"):
+        return {"index": result.index, "width": None, "height": None, "camera": None,
+                "faces": [], "error": {"code": result.error.code,
+                                       "message": result.error.message}}
+    camera = result.camera
+    faces = []
+    for face in result.faces:
+        pose = face.pose
+        out: dict[str, Any] = {
+            "box": list(face.box), "score": face.score, "presence": face.presence,
+            "pose": {
+                "euler_deg": {"pitch": pose.euler_deg.pitch, "yaw": pose.euler_deg.yaw,
+                              "roll": pose.euler_deg.roll},
+                "rotation_matrix": _pairs(pose.rotation_matrix, 3),
+                "quaternion_wxyz": list(pose.quaternion_wxyz),
+                "translation_mm": list(pose.translation_mm),
+                "reprojection_rmse_px": pose.reprojection_rmse_px,
+            },
+        }
+        for name, values, width in (("landmarks68", face.landmarks68, 2),
+                                    ("landmarks", face.landmarks, 2)):
+            if len(values):
+                out[name] = _pairs(values, width)
+        if len(face.mesh_vertices_mm):
+            out["mesh"] = {"vertices_mm": _pairs(face.mesh_vertices_mm, 3)}
+        if face.HasField("iris"):
+            out["iris"] = {side: {"centre": list(eye.centre), "contour": _pairs(eye.contour, 2),
+                                  "radius_px": eye.radius_px}
+                           for side, eye in (("right", face.iris.right),
+                                             ("left", face.iris.left))}
+        if len(face.visible):
+            out["visibility"] = {"vertices": list(face.visible),
+                                 "landmarks68": list(face.visible68)}
+        faces.append(out)
+    return {"index": result.index, "width": result.width, "height": result.height,
+            "camera": {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy,
+                       "source": camera.source},
+            "faces": faces, "error": None}
