@@ -62,3 +62,32 @@ def test_a_request_on_its_way_is_waited_for_and_grouped() -> None:
     groups, seconds = asyncio.run(scenario())
     assert groups == [2]
     assert seconds < MAX_WAIT_S / 2
+
+
+def test_a_failing_request_is_run_again_alone_and_fails_only_itself() -> None:
+    poisoned = image_request()
+    groups: list[int] = []
+
+    def run(requests: list[ImageRequest]) -> list[ImageResult]:
+        groups.append(len(requests))
+        if any(r is poisoned for r in requests):
+            raise ValueError("this image breaks the model")
+        return [ImageResult(r.camera) for r in requests]
+
+    async def scenario() -> list[object]:
+        batcher = RequestBatcher(run, 8, MAX_WAIT_S, 1, in_service=lambda: 3)
+        batcher.start()
+        try:
+            return await asyncio.gather(batcher.submit([image_request()]),
+                                        batcher.submit([poisoned]),
+                                        batcher.submit([image_request(), image_request()]),
+                                        return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    first, second, third = asyncio.run(scenario())
+    assert isinstance(second, ValueError)
+    assert isinstance(first, list) and len(first) == 1
+    assert isinstance(third, list) and len(third) == 2
+    # The group of all four failed once; then each request ran on its own.
+    assert groups == [4, 1, 1, 2]

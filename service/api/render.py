@@ -8,7 +8,7 @@ silently dropping the rest would hide a client's mistake).
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, create_model
@@ -20,13 +20,8 @@ from service.app.core import Core
 from service.app.flow import estimate_request
 from service.app.images import EncodedImages
 from service.app.options import RequestOptions
+from service.app.overlay import FORMATS, ImageFormat, overlay
 from service.errors import OneImageOnly
-from service.metrics import STAGE_SECONDS
-from service.pipeline.decode import decode_pixels
-from service.pipeline.draw import FORMATS, encode, render
-from service.pipeline.records import ImageRequest, ImageResult
-
-ImageFormat = Literal["jpeg", "png"]
 
 
 def negotiate_format(requested: ImageFormat | None, accept: str | None) -> ImageFormat:
@@ -56,14 +51,6 @@ def negotiate_format(requested: ImageFormat | None, accept: str | None) -> Image
     # On equal q the type named outright beats one a wildcard let in.
     png, jpeg = quality["png"][::-1], quality["jpeg"][::-1]
     return "png" if png[0] > 0 and png > jpeg else "jpeg"
-
-
-def draw(encoded: bytes, image: ImageRequest, result: ImageResult, include: frozenset[str],
-         image_format: ImageFormat) -> bytes:
-    """The picture: ``result`` (full-size pixels) drawn on the full-size photo."""
-    with STAGE_SECONDS.labels("render").time():
-        photo = image.image if image.reduction == 1 else decode_pixels(encoded)
-        return encode(render(photo, result, include), image_format)
 
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -113,9 +100,8 @@ def render_router(core: Core, faces_query: type[RequestOptions]) -> APIRouter:
         # Estimated as /v1/faces does (which may decode a large JPEG reduced), so the two give
         # the same numbers; drawn on the full-size photo.
         (outcome,) = await estimate_request(core, "http", options, read)
-        assert outcome.request is not None and outcome.result is not None
-        picture = await run_in_threadpool(draw, outcome.encoded, outcome.request,
-                                          outcome.result, options.included, chosen)
+        assert outcome.result is not None
+        picture = await run_in_threadpool(overlay, outcome, options.included, chosen)
         media_type, _ = FORMATS[chosen]
         return Response(picture, media_type=media_type,
                         headers={"X-Face-Count": str(len(outcome.result.faces)),

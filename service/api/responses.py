@@ -3,14 +3,19 @@ error statuses as the OpenAPI document describes them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse as StarletteJSONResponse
 
 from service import errors
 from service.api import schemas
-from service.app.refusals import Refusal
+from service.app.options import problems_of
+from service.app.refusals import Refusal, refusal_for
 
 # Statuses the router itself answers, with their codes.
 ROUTING_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -45,3 +50,36 @@ def error_responses() -> dict[int | str, dict[str, Any]]:
 
 
 ERROR_RESPONSES = error_responses()
+
+
+def install_refusals(app: FastAPI, retry_after_s: int
+                     ) -> Callable[[errors.FaceposeError], JSONResponse]:
+    """Every error of ``app`` answered in the one shape; returns the refusal function, for the
+    middleware that refuses before any route runs."""
+
+    def refusal(exc: errors.FaceposeError) -> JSONResponse:
+        return refusal_response(refusal_for(exc, retry_after_s))
+
+    async def facepose_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.FaceposeError)
+        return refusal(exc)
+
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        # Logged with its traceback by the server; the client learns nothing internal.
+        return refusal(errors.FaceposeError("internal error"))
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return refusal(errors.BadOption(problems_of(exc.errors(), drop=("query",))))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = ROUTING_CODES.get(exc.status_code, "http_error")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
+                            status_code=exc.status_code)
+
+    app.add_exception_handler(errors.FaceposeError, facepose_error)
+    app.add_exception_handler(Exception, unexpected_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    return refusal

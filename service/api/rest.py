@@ -12,32 +12,23 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field, create_model
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import __version__, errors
+from service import __version__
 from service.api import schemas
 from service.api.body import image_request_body, read_images
+from service.api.info import info_router
 from service.api.middleware import ObserveRequests, RequireApiKey
 from service.api.render import render_router
-from service.api.responses import (
-    ERROR_RESPONSES,
-    ROUTING_CODES,
-    JSONResponse,
-    refusal_response,
-)
+from service.api.responses import ERROR_RESPONSES, JSONResponse, install_refusals
 from service.api.serialize import images_dict
 from service.api.ui import PUBLIC_PATHS, ui_router
 from service.api.websocket import stream_router
 from service.app.core import Core
 from service.app.flow import estimate_request
-from service.app.options import RequestOptions, problems_of
-from service.app.refusals import refusal_for
-from service.pipeline.solve import load_canonical_face
+from service.app.options import RequestOptions
 
 BOXES_FIELD = (str | None, Field(
     default=None, description="JSON: per image a list of [x1, y1, x2, y2] face boxes (tight "
@@ -70,27 +61,7 @@ def create_app(core: Core) -> FastAPI:
                                           "Content-Type"],
                            expose_headers=["X-Request-ID", "Retry-After"])
 
-    def refusal(exc: errors.FaceposeError) -> JSONResponse:
-        return refusal_response(refusal_for(exc, settings.retry_after_s))
-
-    @app.exception_handler(errors.FaceposeError)
-    async def facepose_error(request: Request, exc: errors.FaceposeError) -> JSONResponse:
-        return refusal(exc)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        # Logged with its traceback by the server; the client learns nothing internal.
-        return refusal(errors.FaceposeError("internal error"))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return refusal(errors.BadOption(problems_of(exc.errors(), drop=("query",))))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = ROUTING_CODES.get(exc.status_code, "http_error")
-        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
-                            status_code=exc.status_code)
+    refusal = install_refusals(app, settings.retry_after_s)
 
     open_paths = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", *PUBLIC_PATHS}
     if not settings.protect_health_and_metrics:
@@ -122,43 +93,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(render_router(core, faces_query))
     app.include_router(stream_router(core))
     app.include_router(ui_router())
-
-    @app.get("/v1/mesh/topology", response_model=schemas.MeshTopology)
-    async def mesh_topology() -> Response:
-        face = load_canonical_face()
-        return JSONResponse({
-            "num_vertices": len(face.vertices_mm),
-            "triangles": face.triangles.tolist(),
-            "landmarks68": face.landmarks68.tolist(),
-            "canonical_vertices_mm": face.vertices_mm.round(4).tolist(),
-        }, headers={"Cache-Control": "public, max-age=86400"})
-
-    @app.get("/v1/models", response_model=schemas.ModelsResponse)
-    async def models() -> Response:
-        return JSONResponse({
-            "runtime": settings.runtime,
-            "ready": await core.runtime_ready(),
-            "models": [{
-                "name": spec.name,
-                "max_batch_size": spec.max_batch_size,
-                "inputs": {t.name: list(t.dims) for t in spec.inputs},
-                "outputs": {t.name: list(t.dims) for t in spec.outputs},
-            } for spec in core.runtime.specs.values()],
-        })
-
-    @app.get("/healthz", response_model=schemas.Health)
-    async def healthz() -> Response:
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/readyz", response_model=schemas.Health, responses={503: {"model": schemas.Health}})
-    async def readyz() -> Response:
-        ready = await core.is_ready()
-        return JSONResponse({"status": "ok" if ready else "not_ready"},
-                            status_code=200 if ready else 503)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    app.include_router(info_router(core))
 
     return app
 

@@ -1,0 +1,97 @@
+"""The pipeline's optional steps, in process, over the real models: which model calls each
+branch makes, with the face-mesh model's presence score overridden to send a face down it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from service.config import Settings
+from service.pipeline.estimate import estimate_faces
+from service.pipeline.records import ImageRequest, PipelineOptions
+from service.pipeline.solve import MESH_TRUSTED_PRESENCE, default_camera, euler_pitch_yaw_roll_deg
+from service.runtime import create_runtime
+from service.runtime.base import InferenceRuntime
+from tests.images import astronaut
+
+MESH = "face_mesh"
+
+
+class CountingRuntime:
+    """The real runtime, recording each call's model and batch size; the mesh calls listed in
+    ``lose`` (by their order) answer a presence of 0.1, as on a face the model lost."""
+
+    def __init__(self, runtime: InferenceRuntime, lose: set[int] | None = None) -> None:
+        self.runtime, self.specs = runtime, runtime.specs
+        self.lose = lose or set()
+        self.calls: list[tuple[str, int]] = []
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        mesh_call = sum(1 for name, _ in self.calls if name == MESH)
+        self.calls.append((model, len(next(iter(inputs.values())))))
+        outputs = self.runtime.infer(model, inputs)
+        if model == MESH and mesh_call in self.lose:
+            presence = self.specs[MESH].outputs[1].name
+            outputs = {**outputs, presence: np.full_like(outputs[presence], -2.2)}  # logit
+        return outputs
+
+    def mesh_batches(self) -> list[int]:
+        return [size for name, size in self.calls if name == MESH]
+
+    def is_ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Iterator[InferenceRuntime]:
+    runtime = create_runtime(Settings())
+    yield runtime
+    runtime.close()
+
+
+def astronaut_request(min_presence: float = 0.5) -> ImageRequest:
+    image = astronaut()
+    return ImageRequest(image, default_camera(512, 512, 40.0),
+                        PipelineOptions(max_faces=4, min_score=0.5, min_presence=min_presence))
+
+
+def test_a_frontal_face_takes_one_call_per_detector_and_two_mesh_passes(
+        runtime: InferenceRuntime) -> None:
+    counting = CountingRuntime(runtime)
+    (result,) = estimate_faces(counting, [astronaut_request()])
+    assert len(result.faces) == 1
+    assert counting.mesh_batches() == [1, 1]
+    assert sorted(name for name, _ in counting.calls if name != MESH) == [
+        "face_detector_full", "face_detector_short"]
+
+
+def test_a_lost_face_is_searched_for_then_fitted_mirrored(runtime: InferenceRuntime) -> None:
+    # Lost in every mesh call: first pass, second pass, the search's 12 crops; then the mirrored
+    # image is detected again (both detectors) and goes through the same three.
+    counting = CountingRuntime(runtime, lose=set(range(100)))
+    (result,) = estimate_faces(counting, [astronaut_request(min_presence=0.0)])
+    assert counting.mesh_batches() == [1, 1, 12, 1, 1, 12]
+    assert [name for name, _ in counting.calls].count("face_detector_short") == 2
+    assert result.faces[0].presence < MESH_TRUSTED_PRESENCE
+    # Lost everywhere: with the default min_presence the face is not returned.
+    counting = CountingRuntime(runtime, lose=set(range(100)))
+    assert estimate_faces(counting, [astronaut_request()])[0].faces == []
+
+
+def test_a_face_lost_only_in_the_original_is_taken_from_the_mirrored_fit(
+        runtime: InferenceRuntime) -> None:
+    counting = CountingRuntime(runtime, lose={0, 1, 2})
+    (result,) = estimate_faces(counting, [astronaut_request()])
+    assert counting.mesh_batches() == [1, 1, 12, 1, 1]  # the mirrored fit found it: no search
+    (face,) = result.faces
+    assert face.presence >= MESH_TRUSTED_PRESENCE
+    pitch, yaw, roll = euler_pitch_yaw_roll_deg(face.pose.r_cam_from_model)
+    (reference,) = estimate_faces(runtime, [astronaut_request()])[0].faces
+    ref_pitch, ref_yaw, ref_roll = euler_pitch_yaw_roll_deg(reference.pose.r_cam_from_model)
+    # The mirrored fit of a frontal face agrees with the direct one to a few degrees.
+    assert abs(yaw - ref_yaw) < 5 and abs(pitch - ref_pitch) < 5 and abs(roll - ref_roll) < 5
