@@ -23,6 +23,18 @@ SERVER_ENV = {
 }
 
 
+# A test that talks to a real gateway process is end to end: seconds, not milliseconds.
+GATEWAY_FIXTURES = frozenset({"server_url", "client", "grpc_target"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that uses the session's gateway, so that `pytest -m "not slow"`
+    is the in-process layer; tests that start a gateway of their own are marked by hand."""
+    for item in items:
+        if GATEWAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -17,6 +17,10 @@ KEYS = ("k-one-3f9a", "k-two-77c1")
 JPEG = {"Content-Type": "image/jpeg"}
 
 
+# Each test talks to a gateway process of this module's.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     keys_file = tmp_path_factory.mktemp("keys") / "keys.txt"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from service.batch_client import collect_paths, completed_paths
 from tests.conftest import REPO
@@ -99,6 +100,7 @@ def test_killed_and_rerun_batch_writes_every_path_once(tmp_path: Path, grpc_targ
     assert f"failures {failed_now}," in summary and "images/s" in summary
 
 
+@pytest.mark.slow
 def test_batch_waits_for_a_server_that_comes_up_late(tmp_path: Path) -> None:
     from tests.conftest import free_port, gateway
 

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -140,7 +141,13 @@ def gateway_routes() -> frozenset[str]:
     # Builds the app (routes only); nothing is started and no model is loaded.
     from service.gateway import create_gateway
 
-    return frozenset(getattr(route, "path", "") for route in create_gateway().routes)
+    def paths(routes: list[Any]) -> Iterator[str]:
+        for route in routes:
+            # FastAPI keeps an included router whole, behind an entry of its own.
+            included = getattr(route, "original_router", None)
+            yield from paths(included.routes) if included is not None else [route.path]
+
+    return frozenset(paths(create_gateway().routes))
 
 
 # --- rendering and schema validation --------------------------------------------------------

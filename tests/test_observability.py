@@ -110,6 +110,7 @@ def test_prometheus_scrapes_the_gateway(server_url: str, tmp_path: Path) -> None
         process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_request_id_is_returned_and_logged_without_image_bytes(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "server.log"
@@ -146,6 +147,7 @@ def in_flight_http(url: str) -> float:
     return 0.0
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_request_in_flight_then_exits_0() -> None:
     port = free_port()
     env = {**__import__("os").environ, **SERVER_ENV, "FACEPOSE_PORT": str(port),
