@@ -191,6 +191,10 @@ def bad_request_cases() -> list[tuple[str, dict[str, Any], int, str]]:
          422, "bad_option"),
         ("score out of range", {"content": jpeg, "headers": JPEG, "params": {"min_score": 2}},
          422, "bad_option"),
+        ("unknown option", {"content": jpeg, "headers": JPEG, "params": {"foo": "bar"}},
+         422, "bad_option"),
+        ("misspelt option", {"content": jpeg, "headers": JPEG, "params": {"max_face": 2}},
+         422, "bad_option"),
         ("no image parts", {"files": [("other", ("a.jpg", jpeg, "image/jpeg"))]}, 400,
          "bad_request"),
         ("too many images", {"files": [("images", (f"{i}.jpg", b"x", "image/jpeg"))
@@ -206,6 +210,20 @@ def test_bad_input_gets_its_4xx(client: httpx.Client, case: str, request_args: d
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
     assert response.json()["error"]["message"]
+
+
+def test_image_jpg_is_taken_as_image_jpeg(client: httpx.Client) -> None:
+    response = client.post("/v1/faces", content=encode(astronaut()),
+                           headers={"Content-Type": "image/jpg"})
+    assert response.status_code == 200
+    assert len(response.json()["images"][0]["faces"]) == 1
+
+
+def test_too_many_parts_say_so_plainly(client: httpx.Client) -> None:
+    files = [("images", (f"{i}.jpg", b"x", "image/jpeg")) for i in range(9)]
+    error = client.post("/v1/faces", files=files).json()["error"]
+    assert error == {"code": "too_many_images",
+                     "message": "more than 8 parts; the limit is 8 images"}
 
 
 def test_service_endpoints(client: httpx.Client) -> None:

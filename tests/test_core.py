@@ -17,6 +17,7 @@ from service.app.images import EncodedImages, ImageOutcome
 from service.app.options import RequestOptions, options_model
 from service.app.refusals import refusal_for
 from service.app.streams import parse_config
+from service.client import GrpcClient, RestClient
 from service.config import Settings
 from service.gateway import create_gateway
 from service.grpc import facepose_pb2 as pb
@@ -65,6 +66,15 @@ def test_grpc_options_are_validated_by_the_same_model() -> None:
         options_from_proto(model, pb.Options(include=[99]))
     with pytest.raises(errors.BadOption, match="max_faces"):
         options_from_proto(model, pb.Options(max_faces=0))
+
+
+def test_the_python_clients_refuse_a_bad_option_before_sending() -> None:
+    with GrpcClient("127.0.0.1:9") as rpc, pytest.raises(ValueError, match="include"):
+        rpc.estimate([b""], include=["foo"])
+    with GrpcClient("127.0.0.1:9") as rpc, pytest.raises(ValueError, match="max_face"):
+        rpc.estimate([b""], max_face=3)
+    with RestClient("http://127.0.0.1:9") as rest, pytest.raises(ValueError, match="include"):
+        rest.faces([b""], include=["landmarks", "foo"])
 
 
 def test_the_openapi_document_states_what_is_enforced() -> None:

@@ -248,7 +248,7 @@ async def refuse(websocket: WebSocket, error: FaceposeError, retry_after_s: int)
         await websocket.send_denial_response(refusal_response(refusal))
     else:
         await websocket.close(CLOSE_FOR_STATUS.get(refusal.status, CLOSE_POLICY),
-                              refusal.grpc_details[:MAX_REASON_BYTES])
+                              refusal.reason[:MAX_REASON_BYTES])
 
 
 def stream_router(core: Core) -> APIRouter:

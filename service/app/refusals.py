@@ -22,7 +22,8 @@ class Refusal:
         return {"error": {"code": self.code, "message": self.message}}
 
     @property
-    def grpc_details(self) -> str:
+    def reason(self) -> str:
+        """One line, for a gRPC status's details or a WebSocket close reason."""
         return f"{self.code}: {self.message}"
 
 

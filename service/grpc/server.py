@@ -87,7 +87,7 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
                      error: FaceposeError) -> None:
         refusal = refusal_for(error, self.core.settings.retry_after_s)
         call.code = grpc.StatusCode[refusal.grpc_code]
-        await context.abort(call.code, refusal.grpc_details)
+        await context.abort(call.code, refusal.reason)
 
     async def _estimate(self, images: list[pb.Image], options: pb.Options,
                         deadline_s: float | None) -> list[pb.ImageResult]:
