@@ -58,6 +58,11 @@ def test_every_transport_refuses_the_same_options(fields: dict[str, Any]) -> Non
         parse_config(SETTINGS, fields)
 
 
+def test_a_null_option_takes_its_default() -> None:
+    setup = parse_config(SETTINGS, {"max_faces": None, "min_score": None, "fx": None})
+    assert (setup.options.max_faces, setup.options.min_score) == (16, 0.5)
+
+
 def test_grpc_options_are_validated_by_the_same_model() -> None:
     model = options_model(SETTINGS)
     options = options_from_proto(model, pb.Options(include=[pb.INCLUDE_MESH], max_faces=2))

@@ -16,12 +16,19 @@ from starlette.requests import Request
 from service.app.images import EncodedImages, check_image_count
 from service.app.options import check_boxes
 from service.config import Settings
-from service.errors import BadOption, BadRequestBody, BodyTooLarge, TooManyImages, UnsupportedImage
+from service.errors import (
+    BadOption,
+    BadRequestBody,
+    BodyTooLarge,
+    OneImageOnly,
+    TooManyImages,
+    UnsupportedImage,
+)
 from service.pipeline.decode import SUPPORTED_FORMATS
 
 IMAGE_CONTENT_TYPES = frozenset(SUPPORTED_FORMATS.values())
-# Names clients send for the same thing.
-CONTENT_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+# The common misspelling of image/jpeg.
+CONTENT_TYPE_ALIASES = {"image/jpg": "image/jpeg"}
 _BINARY = {"type": "string", "format": "binary"}
 
 
@@ -79,10 +86,11 @@ async def read_multipart(request: Request, settings: Settings) -> list[bytes]:
             for part in parts]
 
 
-async def read_images(request: Request, settings: Settings, boxes_json: str | None
-                      ) -> EncodedImages:
+async def read_images(request: Request, settings: Settings, boxes_json: str | None,
+                      one_image: bool = False) -> EncodedImages:
     """The encoded images of a request, and the client's boxes for each. A raw body is one
-    image whose failure fails the request (``EncodedImages.whole``)."""
+    image whose failure fails the request (``EncodedImages.whole``); with ``one_image`` (a
+    render) so is a single part, and more than one is OneImageOnly."""
     content_type = content_type_of(request)
     if content_type in IMAGE_CONTENT_TYPES or content_type == "application/octet-stream":
         data, whole = [await read_body(request, settings.max_body_bytes)], True
@@ -96,8 +104,11 @@ async def read_images(request: Request, settings: Settings, boxes_json: str | No
                                "image/png, image/webp or multipart/form-data with parts "
                                "'images'")
     check_image_count(settings, len(data))
+    if one_image and len(data) != 1:
+        raise OneImageOnly(f"/v1/render draws one image and this request has {len(data)}: "
+                           "send one part named 'images' (or use /v1/faces for several)")
     boxes = parse_boxes(boxes_json, len(data), settings.max_boxes_per_image)
-    return EncodedImages(data, boxes, whole)
+    return EncodedImages(data, boxes, whole or one_image)
 
 
 def parse_boxes(text: str | None, image_count: int, limit: int

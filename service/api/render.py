@@ -21,7 +21,6 @@ from service.app.flow import estimate_request
 from service.app.images import EncodedImages
 from service.app.options import RequestOptions
 from service.app.overlay import FORMATS, ImageFormat, overlay
-from service.errors import OneImageOnly
 
 
 def negotiate_format(requested: ImageFormat | None, accept: str | None) -> ImageFormat:
@@ -88,14 +87,8 @@ def render_router(core: Core, faces_query: type[RequestOptions]) -> APIRouter:
         chosen = negotiate_format(options.format, request.headers.get("accept"))
 
         async def read() -> EncodedImages:
-            images = await read_images(request, settings, options.boxes)
-            if len(images.data) != 1:
-                raise OneImageOnly(f"/v1/render draws one image and this request has "
-                                   f"{len(images.data)}: send one part named 'images' (or use "
-                                   "/v1/faces for several)")
             # One image: its failure is the request's, with the status /v1/faces gives it.
-            images.whole = True
-            return images
+            return await read_images(request, settings, options.boxes, one_image=True)
 
         # Estimated as /v1/faces does (which may decode a large JPEG reduced), so the two give
         # the same numbers; drawn on the full-size photo.

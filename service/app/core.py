@@ -77,6 +77,8 @@ class Core:
     async def start(self, runtime: InferenceRuntime | None = None) -> None:
         """runtime: one made elsewhere (tests); by default the one the settings name."""
         settings = self.settings
+        self.draining = False
+        self.closing = asyncio.Event()
         self._runtime = runtime or create_runtime(settings)
         load_canonical_face()
         self._batcher = RequestBatcher(partial(estimate_faces, self._runtime),

@@ -32,23 +32,31 @@ async def within(seconds: float, work: Awaitable[T]) -> T:
     try:
         return await asyncio.wait_for(work, seconds)
     except TimeoutError:
-        raise DeadlineExceeded(f"not done within the {seconds:g} s deadline") from None
+        raise DeadlineExceeded(f"not done within the {seconds:g} s request deadline") from None
 
 
 async def estimate_request(core: Core, transport: str, options: RequestOptions,
                            read_images: Callable[[], Awaitable[EncodedImages]],
-                           deadline_s: float | None = None) -> list[ImageOutcome]:
-    """One outcome per image, in order. Raises Overloaded, BackendUnavailable, what
-    ``read_images`` raises, TooManyImages, an image's error when ``EncodedImages.whole``, and
-    DeadlineExceeded past ``deadline_s`` (the server's request deadline if None or later)."""
+                           client_deadline_s: float | None = None,
+                           image_count: int | None = None) -> list[ImageOutcome]:
+    """One outcome per image, in order. Raises Overloaded, TooManyImages (``image_count``:
+    known before reading), BackendUnavailable, what ``read_images`` raises, an image's error
+    when ``EncodedImages.whole``, and DeadlineExceeded: the server's request deadline runs from
+    when the images are read, the client's (seconds from now) from the call."""
     settings = core.settings
-    deadline_s = min(deadline_s or settings.request_timeout_s, settings.request_timeout_s)
+    loop = asyncio.get_running_loop()
+    client_until = loop.time() + client_deadline_s if client_deadline_s is not None else None
     with core.gate.admit(transport):
+        if image_count is not None:
+            check_image_count(settings, image_count)
         if not await core.runtime_ready():
             raise BackendUnavailable("the inference server is not ready")
         images = await read_images()
         check_image_count(settings, len(images.data))
-        return await within(deadline_s, _estimate(core, images, options))
+        seconds = settings.request_timeout_s
+        if client_until is not None:
+            seconds = max(0.0, min(seconds, client_until - loop.time()))
+        return await within(seconds, _estimate(core, images, options))
 
 
 async def _estimate(core: Core, images: EncodedImages, options: RequestOptions

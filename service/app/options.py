@@ -14,7 +14,15 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic import create_model as pydantic_model
 from pydantic.fields import FieldInfo
 
@@ -81,6 +89,14 @@ class RequestOptions(BaseModel):
     fy: FocalLength | None = Field(default=None, description="Focal length y, pixels.")
     cx: PixelCoordinate | None = Field(default=None, description="Principal point x, pixels.")
     cy: PixelCoordinate | None = Field(default=None, description="Principal point y, pixels.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_the_default(cls, data: Any) -> Any:
+        """A field sent as null (JSON stream configs) takes its default, as one left out does."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
 
     @property
     def included(self) -> frozenset[str]:

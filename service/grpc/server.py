@@ -32,7 +32,7 @@ from service.grpc import facepose_pb2_grpc as pb_grpc
 from service.grpc.messages import boxes_from_proto, image_message, options_from_proto
 from service.grpc.track_stream import track_frames
 from service.logs import LOGGER, log_request, request_id_from
-from service.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT
+from service.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT, STAGE_SECONDS
 from service.pipeline.solve import load_canonical_face
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FacePose"].full_name
@@ -100,10 +100,15 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
                 [boxes_from_proto(image, index, settings.max_boxes_per_image)
                  for index, image in enumerate(images)])
 
-        outcomes = await estimate_request(self.core, "grpc", request_options, read, deadline_s)
+        outcomes = await estimate_request(self.core, "grpc", request_options, read, deadline_s,
+                                          image_count=len(images))
         include = request_options.included
-        return await asyncio.to_thread(
-            lambda: [image_message(outcome, include) for outcome in outcomes])
+
+        def messages() -> list[pb.ImageResult]:
+            with STAGE_SECONDS.labels("serialize").time():
+                return [image_message(outcome, include) for outcome in outcomes]
+
+        return await asyncio.to_thread(messages)
 
     async def Estimate(self, request: pb.EstimateRequest,
                        context: grpc.aio.ServicerContext) -> pb.EstimateResponse:
