@@ -53,10 +53,10 @@ def face_dict(face: FaceOutput) -> dict[str, Any]:
 
 
 def image_dict(outcome: ImageOutcome, include: frozenset[str]) -> dict[str, Any]:
-    if outcome.error is not None or outcome.result is None:
-        error = outcome.error or FaceposeError("internal error")
+    if outcome.result is None:
+        assert outcome.error is not None  # an image is either estimated or failed
         return {"index": outcome.index, "width": None, "height": None, "camera": None,
-                "faces": [], "error": error_dict(error)}
+                "faces": [], "error": error_dict(outcome.error)}
     return {
         "index": outcome.index,
         "width": outcome.width,

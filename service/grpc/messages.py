@@ -106,8 +106,9 @@ def fill_face(message: pb.Face, face: FaceOutput) -> None:
 def image_message(outcome: ImageOutcome, include: frozenset[str]) -> pb.ImageResult:
     message = pb.ImageResult(index=outcome.index, width=outcome.width or 0,
                              height=outcome.height or 0)
-    if outcome.error is not None or outcome.result is None:
-        message.error.CopyFrom(error_message(outcome.error or FaceposeError("internal error")))
+    if outcome.result is None:
+        assert outcome.error is not None  # an image is either estimated or failed
+        message.error.CopyFrom(error_message(outcome.error))
         return message
     message.camera.CopyFrom(camera_message(outcome.result.camera))
     for face in outcome.result.faces:

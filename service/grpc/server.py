@@ -29,7 +29,12 @@ from service.errors import (
 )
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
-from service.grpc.messages import boxes_from_proto, image_message, options_from_proto
+from service.grpc.messages import (
+    boxes_from_proto,
+    error_message,
+    image_message,
+    options_from_proto,
+)
 from service.grpc.track_stream import track_frames
 from service.logs import LOGGER, log_request, request_id_from
 from service.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT, STAGE_SECONDS
@@ -128,7 +133,7 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
         except STREAM_ENDING:
             raise
         except FaceposeError as exc:
-            result = pb.ImageResult(error=pb.Error(code=exc.code, message=exc.message))
+            result = pb.ImageResult(error=error_message(exc))
         return pb.StreamResult(id=item.id, result=result)
 
     async def EstimateStream(self, request_iterator: AsyncIterator[pb.StreamRequest],
