@@ -41,7 +41,8 @@ def match_face(faces: list[dict[str, Any]], truth_box: np.ndarray) -> dict[str, 
     return max(scored, key=lambda item: item[0])[1] if scored else None
 
 
-def evaluate(client: httpx.Client, directory: Path, mode: str) -> dict[str, Any]:
+def evaluate(client: httpx.Client, directory: Path, mode: str, quality: str | None = None
+             ) -> dict[str, Any]:
     labels = np.load(directory / "labels.npz")
     keep = np.all(np.abs(np.degrees(labels["pose_para"][:, :3])) < 99, axis=1)
     errors, nmes, missed = [], [], []
@@ -49,6 +50,8 @@ def evaluate(client: httpx.Client, directory: Path, mode: str) -> dict[str, Any]
                                        labels["pt3d_68"][keep], strict=True):
         truth_box = tight_box(points[:2])
         params: dict[str, Any] = {"include": "landmarks68"}
+        if quality:
+            params["quality"] = quality
         if mode == "boxes":
             params |= {"boxes": json.dumps([[truth_box.round(2).tolist()]]), "min_presence": 0}
         data = (directory / "images" / f"{name}.jpg").read_bytes()
@@ -97,9 +100,11 @@ def main() -> int:
     parser.add_argument("directory", type=Path)
     parser.add_argument("--url", help="a running facepose, e.g. http://127.0.0.1:8080")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--quality", choices=["fast", "balanced", "accurate"],
+                        help="the preset (default: the server's)")
     args = parser.parse_args()
     with service_client(args.url) as client:
-        results = [evaluate(client, args.directory, mode) for mode in ("detect", "boxes")]
+        results = [evaluate(client, args.directory, mode, args.quality) for mode in ("detect", "boxes")]
     print(f"{'mode':<8}{'faces':>6}{'covered':>9}{'coverage':>10}{'yaw':>7}{'pitch':>7}"
           f"{'roll':>7}{'MAE':>7}{'NME68':>8}")
     for r in results:

@@ -2,6 +2,11 @@
 single process. Run by scripts/bench.py inside its own environment (mediapipe pins old NumPy).
 
     python peer_mediapipe.py CANONICAL_NPZ IMAGE... --repeats N --out results.json
+
+Besides the timings, the JSON holds each image's faces as the peer finds them ("poses": name ->
+[{box, r_cam_from_model}]) so that scripts/peer_poses.py can score its accuracy. The box is the
+landmarks' extent in pixels; the rotation is solvePnP's, in facepose's model_cv frame (the model
+is turned into OpenCV axes by diag(1, -1, -1) before the solve, as facepose does).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ def main() -> int:
                                            refine_landmarks=False, min_detection_confidence=0.5)
     latencies: dict[str, list[float]] = {name: [] for name, _ in encoded}
     faces: dict[str, int] = {}
+    poses: dict[str, list[dict[str, list[float] | list[list[float]]]]] = {}
     started_cpu, started = cpu_seconds(), time.perf_counter()
     for _ in range(args.repeats):
         for name, data in encoded:
@@ -46,17 +52,26 @@ def main() -> int:
             focal = max(width, height) / (2 * np.tan(np.radians(20)))
             camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
             count = 0
+            found = []
             for landmarks in result.multi_face_landmarks or []:
                 points = np.array([[p.x * width, p.y * height] for p in landmarks.landmark])
-                cv2.solvePnP(model, points[:468], camera, None, flags=cv2.SOLVEPNP_SQPNP)
+                ok, rvec, _ = cv2.solvePnP(model, points[:468], camera, None,
+                                           flags=cv2.SOLVEPNP_SQPNP)
                 count += 1
+                if ok:
+                    found.append((points[:468], rvec))
             latencies[name].append(time.perf_counter() - t0)
             faces[name] = count
+            # Recorded outside the timed span: a user's code would not pay for it.
+            poses[name] = [{"box": [*points.min(axis=0).tolist(), *points.max(axis=0).tolist()],
+                            "r_cam_from_model": cv2.Rodrigues(rvec)[0].tolist()}
+                           for points, rvec in found]
     wall = time.perf_counter() - started
     images = args.repeats * len(encoded)
     args.out.write_text(json.dumps({
         "images": images, "wall_s": wall, "cpu_s": cpu_seconds() - started_cpu,
         "latencies_s": latencies, "faces": faces,
+        "poses": poses,
     }))
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -11,6 +12,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+
+
+class Quality(StrEnum):
+    """The presets a client chooses between; ``service.pipeline.presets`` says what each runs.
+    Here, beside the settings, because the server default is one of them."""
+
+    FAST = "fast"
+    BALANCED = "balanced"
+    ACCURATE = "accurate"
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACEPOSE_")
@@ -77,6 +87,7 @@ class Settings(BaseSettings):
     default_max_faces: int = 16
     default_min_score: float = 0.5
     default_min_presence: float = 0.5
+    default_quality: Quality = Quality.BALANCED
     # Field of view across the longer image side used when the client gives no intrinsics.
     default_fov_deg: float = 40.0
 

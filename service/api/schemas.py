@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from service.config import Quality
+
 Point2 = list[float]
 Point3 = list[float]
 
@@ -90,6 +92,7 @@ class ImageOut(BaseModel):
     height: int | None = None
     camera: CameraOut | None = None
     faces: list[FaceOut] = Field(default_factory=list)
+    quality: Quality | None = Field(default=None, description="The preset that ran.")
     error: ErrorDetail | None = None
 
 

@@ -28,7 +28,7 @@ from pydantic.fields import FieldInfo
 
 from service.config import Settings
 from service.errors import BadOption, TooManyBoxes
-from service.pipeline.records import PipelineOptions
+from service.pipeline.records import PipelineOptions, Quality
 from service.pipeline.solve import Camera, default_camera
 
 # Pixel coordinates and focal lengths beyond this are no camera's: they only overflow the maths.
@@ -84,6 +84,11 @@ class RequestOptions(BaseModel):
     min_presence: Fraction = Field(
         default=0.5, description="Drop faces whose face-mesh presence score is below this; 0 "
                                  "keeps every face.")
+    quality: Quality = Field(
+        default=Quality.BALANCED,
+        description="Which pipeline runs: fast (fewest model calls), balanced (the default: more "
+                    "faces and better poses than MediaPipe, faster), accurate (every step, for "
+                    "turned faces and offline work). Each image entry says which ran.")
     fx: FocalLength | None = Field(default=None, description="Focal length x, pixels; alone it "
                                                              "sets fy too.")
     fy: FocalLength | None = Field(default=None, description="Focal length y, pixels.")
@@ -105,7 +110,7 @@ class RequestOptions(BaseModel):
     @property
     def pipeline(self) -> PipelineOptions:
         return PipelineOptions(self.max_faces, self.min_score, self.min_presence,
-                               iris=Include.IRIS in self.include)
+                               iris=Include.IRIS in self.include, quality=self.quality)
 
     def camera_for(self, width: int, height: int, fov_deg: float) -> Camera:
         """The request's intrinsics for an image of this size, the default ones filling in."""
@@ -140,6 +145,7 @@ def options_model(settings: Settings, name: str = "RequestOptions",
         min_score=(Fraction, _with(fields["min_score"], default=settings.default_min_score)),
         min_presence=(Fraction, _with(fields["min_presence"],
                                       default=settings.default_min_presence)),
+        quality=(Quality, _with(fields["quality"], default=settings.default_quality)),
         **extra_fields)
 
 

@@ -35,18 +35,20 @@ class Intrinsics(_message.Message):
     def __init__(self, fx: _Optional[float] = ..., fy: _Optional[float] = ..., cx: _Optional[float] = ..., cy: _Optional[float] = ...) -> None: ...
 
 class Options(_message.Message):
-    __slots__ = ("include", "max_faces", "min_score", "min_presence", "intrinsics")
+    __slots__ = ("include", "max_faces", "min_score", "min_presence", "intrinsics", "quality")
     INCLUDE_FIELD_NUMBER: _ClassVar[int]
     MAX_FACES_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     MIN_PRESENCE_FIELD_NUMBER: _ClassVar[int]
     INTRINSICS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     include: _containers.RepeatedScalarFieldContainer[Include]
     max_faces: int
     min_score: float
     min_presence: float
     intrinsics: Intrinsics
-    def __init__(self, include: _Optional[_Iterable[_Union[Include, str]]] = ..., max_faces: _Optional[int] = ..., min_score: _Optional[float] = ..., min_presence: _Optional[float] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ...) -> None: ...
+    quality: str
+    def __init__(self, include: _Optional[_Iterable[_Union[Include, str]]] = ..., max_faces: _Optional[int] = ..., min_score: _Optional[float] = ..., min_presence: _Optional[float] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., quality: _Optional[str] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
@@ -193,20 +195,22 @@ class Face(_message.Message):
     def __init__(self, box: _Optional[_Iterable[float]] = ..., score: _Optional[float] = ..., presence: _Optional[float] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., landmarks68: _Optional[_Iterable[float]] = ..., landmarks: _Optional[_Iterable[float]] = ..., mesh_vertices_mm: _Optional[_Iterable[float]] = ..., iris: _Optional[_Union[IrisPair, _Mapping]] = ..., visible: _Optional[_Iterable[bool]] = ..., visible68: _Optional[_Iterable[bool]] = ..., track_id: _Optional[int] = ...) -> None: ...
 
 class ImageResult(_message.Message):
-    __slots__ = ("index", "width", "height", "camera", "faces", "error")
+    __slots__ = ("index", "width", "height", "camera", "faces", "error", "quality")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     CAMERA_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     index: int
     width: int
     height: int
     camera: Camera
     faces: _containers.RepeatedCompositeFieldContainer[Face]
     error: Error
-    def __init__(self, index: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., camera: _Optional[_Union[Camera, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    quality: str
+    def __init__(self, index: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., camera: _Optional[_Union[Camera, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., quality: _Optional[str] = ...) -> None: ...
 
 class GetMeshTopologyRequest(_message.Message):
     __slots__ = ()

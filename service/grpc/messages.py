@@ -33,7 +33,7 @@ def _option_fields(options: pb.Options) -> dict[str, Any]:
     is refused as REST refuses an unknown include name."""
     return {
         "include": [INCLUDE_NAMES.get(value, f"unknown({value})") for value in options.include],
-        **_set_fields(options, ("max_faces", "min_score", "min_presence")),
+        **_set_fields(options, ("max_faces", "min_score", "min_presence", "quality")),
         **_set_fields(options.intrinsics, ("fx", "fy", "cx", "cy")),
     }
 
@@ -111,6 +111,7 @@ def image_message(outcome: ImageOutcome, include: frozenset[str]) -> pb.ImageRes
         message.error.CopyFrom(error_message(outcome.error))
         return message
     message.camera.CopyFrom(camera_message(outcome.result.camera))
+    message.quality = outcome.result.quality
     for face in outcome.result.faces:
         fill_face(message.faces.add(), face_output(face, include))
     return message
@@ -144,7 +145,7 @@ def image_result_to_dict(result: pb.ImageResult) -> dict[str, Any]:
     """A gRPC ImageResult in the REST shape (what `facepose batch` writes per image)."""
     if result.HasField("error"):
         return {"index": result.index, "width": None, "height": None, "camera": None,
-                "faces": [], "error": {"code": result.error.code,
+                "faces": [], "quality": None, "error": {"code": result.error.code,
                                        "message": result.error.message}}
     camera = result.camera
     faces = []
@@ -179,4 +180,4 @@ def image_result_to_dict(result: pb.ImageResult) -> dict[str, Any]:
     return {"index": result.index, "width": result.width, "height": result.height,
             "camera": {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy,
                        "source": camera.source},
-            "faces": faces, "error": None}
+            "faces": faces, "quality": result.quality, "error": None}

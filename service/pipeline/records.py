@@ -1,25 +1,34 @@
-"""The typed records the pipeline's stages pass: an image with what its client asked, and the
-faces found in it."""
+"""The typed records the pipeline's stages pass: an image with what its client asked, the
+faces found in it as the stages fill them in, and what comes back."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from service.config import Quality
+from service.pipeline.align import Regions
+from service.pipeline.detect import NUM_KEYPOINTS
 from service.pipeline.iris import IrisPair
 from service.pipeline.solve import Camera, Pose
+
+if TYPE_CHECKING:
+    from service.runtime.base import InferenceRuntime
 
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    """Which faces an image's client wants back, and whether with irises."""
+    """Which faces an image's client wants back, with irises or not, and how hard to look."""
 
     max_faces: int
     min_score: float
     min_presence: float
     iris: bool = False
+    quality: Quality = Quality.ACCURATE
 
 
 @dataclass
@@ -38,6 +47,79 @@ class ImageRequest:
     redecode: Callable[[int], np.ndarray] | None = None  # the image at another reduction
 
 
+
+@dataclass(frozen=True)
+class ImageWork:
+    """One image on its way through the stages, with its N faces as far as they have got.
+
+    Each stage returns a new record. ``regions`` are the first mesh crops (from the detector
+    or the client's boxes); ``landmarks``, ``presence`` and ``poses`` exist once a stage has
+    fitted or solved them.
+    """
+
+    request: ImageRequest
+    boxes: np.ndarray  # (N, 4) x1, y1, x2, y2 image pixels
+    scores: np.ndarray  # (N,) detector scores, 1 for client boxes
+    keypoints: np.ndarray  # (N, 6, 2) detector keypoints, image pixels; NaN where none
+    regions: Regions
+    landmarks: np.ndarray | None = None  # (N, 468, 3) image pixels
+    presence: np.ndarray | None = None  # (N,) face-presence scores of the mesh
+    poses: tuple[Pose, ...] | None = None
+
+    @classmethod
+    def unlocated(cls, request: ImageRequest) -> ImageWork:
+        return cls(request, np.zeros((0, 4)), np.zeros(0), np.zeros((0, NUM_KEYPOINTS, 2)),
+                   Regions(np.zeros((0, 2)), np.zeros(0), np.zeros(0)))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def take(self, index: np.ndarray) -> ImageWork:
+        """The same image with only the faces at ``index``."""
+        return replace(
+            self, boxes=self.boxes[index], scores=self.scores[index],
+            keypoints=self.keypoints[index], regions=self.regions.take(index),
+            landmarks=None if self.landmarks is None else self.landmarks[index],
+            presence=None if self.presence is None else self.presence[index],
+            poses=None if self.poses is None else tuple(self.poses[i] for i in index))
+
+
+class FullRange(StrEnum):
+    """Where the full-range detector runs beside the short-range one."""
+
+    ALWAYS = "always"
+    WHERE_NONE_FOUND = "where_none_found"  # only on images the short-range model found none in
+    NEVER = "never"
+
+
+class MirrorFrom(StrEnum):
+    """Where a mirrored fit's first crop comes from."""
+
+    DETECTOR = "detector"  # the mirrored image detected again: its own keypoint bias
+    FIRST_CROP = "first_crop"  # the first crop, mirrored
+    LANDMARKS = "landmarks"  # the fitted landmarks, mirrored: one mesh pass
+
+
+Stage = Callable[["InferenceRuntime", list[ImageWork], "Preset"], list[ImageWork]]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A pipeline: the stages that run, in order, and their parameters."""
+
+    name: str
+    stages: tuple[Stage, ...]
+    full_range: FullRange = FullRange.ALWAYS
+    keypoint_blend: bool = True
+    mirror_from: MirrorFrom = MirrorFrom.DETECTOR
+    # Faces turned further than this (or lost by the mesh) get the mirrored fit averaged in.
+    mirror_above_yaw_deg: float = 25.0
+
+    def without(self, stage: Stage) -> Preset:
+        return replace(self, name=f"{self.name} - {stage.__name__}",
+                       stages=tuple(s for s in self.stages if s is not stage))
+
+
 @dataclass
 class Face:
     box: np.ndarray  # (4,) x1, y1, x2, y2 image pixels
@@ -53,3 +135,4 @@ class Face:
 class ImageResult:
     camera: Camera
     faces: list[Face] = field(default_factory=list)
+    quality: str = Quality.ACCURATE.value  # the preset that ran

@@ -20,9 +20,9 @@ import numpy as np
 from service.metrics import STAGE_SECONDS
 from service.pipeline.align import Regions, regions_from_landmarks
 from service.pipeline.detect import NUM_KEYPOINTS, box_iou
-from service.pipeline.estimate import fit_faces, fit_meshes, locate_faces
 from service.pipeline.iris import run_iris
-from service.pipeline.records import Face, ImageRequest, PipelineOptions
+from service.pipeline.presets import PRESETS
+from service.pipeline.records import Face, ImageRequest, ImageWork, PipelineOptions
 from service.pipeline.smoothing import FaceSmoother, SmoothingParams
 from service.pipeline.solve import (
     Camera,
@@ -32,6 +32,7 @@ from service.pipeline.solve import (
     mesh_in_camera_mm,
     reprojection_rmse,
 )
+from service.pipeline.stages import fit_meshes, locate, run_fit_stages
 from service.runtime.base import InferenceRuntime
 
 NO_KEYPOINTS = np.full((NUM_KEYPOINTS, 2), np.nan)
@@ -176,8 +177,12 @@ class Tracker:
                 lost: list[Track]) -> list[Track]:
         """New tracks for the faces the detector finds that no kept track follows."""
         options = self.settings.options
-        (boxes, scores, keypoints, regions), = locate_faces(
-            self.runtime, [ImageRequest(image, camera, options)])
+        # The options' preset decides how faces are found and first fitted; following them
+        # from frame to frame is the tracker's own.
+        preset = PRESETS[options.quality]
+        (located,) = locate(self.runtime, [ImageWork.unlocated(
+            ImageRequest(image, camera, options))], preset)
+        boxes, scores = located.boxes, located.scores
         kept_boxes = landmark_boxes(np.stack([t.landmarks_px for t in kept])) if kept else None
         fresh = []
         for i, box in enumerate(boxes):
@@ -196,13 +201,12 @@ class Tracker:
         room = options.max_faces - len(kept)
         if not fresh or room <= 0:
             return []
-        chosen = np.array(fresh)
-        located = (boxes[chosen], scores[chosen], keypoints[chosen], regions.take(chosen))
-        (landmarks,), (presence,) = fit_faces(self.runtime, [image], [located])
+        (fitted,) = run_fit_stages(self.runtime, [located.take(np.array(fresh))], preset)
+        landmarks, presence = fitted.landmarks, fitted.presence
         lost_boxes = landmark_boxes(np.stack([t.landmarks_px for t in lost])) if lost else None
         added: list[Track] = []
         claimed: set[int] = set()
-        for face_landmarks, face_presence, score in zip(landmarks, presence, located[1],
+        for face_landmarks, face_presence, score in zip(landmarks, presence, fitted.scores,
                                                         strict=True):
             if face_presence < options.min_presence or not np.isfinite(face_landmarks).all():
                 continue

@@ -1,0 +1,206 @@
+"""What each pipeline step buys and costs: the large AFLW2000-3D dev set through the pipeline
+in this process with each optional step switched off in turn, beside the peer.
+
+    python scripts/ablate.py [DIR] [--limit N] [--boxes] [--json OUT]   (make ablate)
+
+Per configuration: coverage of the labelled faces, pose MAE on every face found, MAE on the
+faces the peer (scripts/peer_mediapipe.py) also finds beside the peer's own MAE on those same
+faces, 68-point NME, CPU ms per image (decode to poses, one image at a time, this process's
+CPU time: every thread the runtime uses counts) and model calls and face-mesh crops per image.
+With --boxes, also the boxes-mode MAE (the labelled face given, every face kept).
+The peer's poses are computed once and cached (scripts/peer_poses.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eval_aflw2000 import match_face, tight_box
+from peer_poses import peer_faces
+
+from service.app.images import EncodedImages, decode_request_images
+from service.app.options import options_model
+from service.config import Settings
+from service.pipeline import stages
+from service.pipeline.estimate import estimate_faces
+from service.pipeline.presets import ACCURATE, BALANCED, FAST
+from service.pipeline.records import FullRange, MirrorFrom, Preset
+from service.pipeline.solve import euler_pitch_yaw_roll_deg, load_canonical_face
+from service.runtime import create_runtime
+from service.runtime.base import InferenceRuntime
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "aflw2000-dev-large"
+MESH = "face_mesh"
+
+
+def configurations() -> list[tuple[str, Preset]]:
+    """Today's full pipeline, each optional step off in turn, the cheaper variants of two
+    steps, and the presets."""
+    return [
+        ("accurate (every step)", ACCURATE),
+        ("- full-range detector", replace(ACCURATE, full_range=FullRange.NEVER)),
+        ("  full-range only where none found",
+         replace(ACCURATE, full_range=FullRange.WHERE_NONE_FOUND)),
+        ("- finer re-decode", ACCURATE.without(stages.sharpen)),
+        ("- second mesh pass", ACCURATE.without(stages.refit)),
+        ("- lost-face search", ACCURATE.without(stages.search_lost)),
+        ("- keypoint blend", replace(ACCURATE, keypoint_blend=False)),
+        ("- mirrored fit", ACCURATE.without(stages.mirror)),
+        ("  mirrored fit from the first crop",
+         replace(ACCURATE, mirror_from=MirrorFrom.FIRST_CROP)),
+        ("  mirrored fit from the landmarks", replace(ACCURATE, mirror_from=MirrorFrom.LANDMARKS)),
+        ("balanced (the default)", BALANCED),
+        ("fast", FAST),
+    ]
+
+
+class CountingRuntime:
+    """A runtime that counts the calls and batch items each model gets."""
+
+    def __init__(self, runtime: InferenceRuntime) -> None:
+        self.runtime, self.specs = runtime, runtime.specs
+        self.calls: Counter[str] = Counter()
+        self.items: Counter[str] = Counter()
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls[model] += 1
+        self.items[model] += len(next(iter(inputs.values())))
+        return self.runtime.infer(model, inputs)
+
+    def is_ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+@dataclass(frozen=True)
+class Labelled:
+    name: str
+    data: bytes
+    truth_box: np.ndarray  # (4,)
+    euler_deg: np.ndarray  # (3,) pitch, yaw, roll
+    points68: np.ndarray  # (68, 2)
+
+
+def labelled_faces(directory: Path, limit: int | None) -> list[Labelled]:
+    labels = np.load(directory / "labels.npz")
+    keep = np.all(np.abs(np.degrees(labels["pose_para"][:, :3])) < 99, axis=1)
+    faces = [Labelled(str(name), (directory / "images" / f"{name}.jpg").read_bytes(),
+                      tight_box(points[:2]), np.degrees(pose[:3]), points[:2].T)
+             for name, pose, points in zip(labels["name"][keep], labels["pose_para"][keep],
+                                           labels["pt3d_68"][keep], strict=True)]
+    return faces[:limit]
+
+
+def run(runtime: CountingRuntime, settings: Settings, faces: list[Labelled], preset: Preset,
+        boxes: bool) -> tuple[dict[str, dict[str, Any]], float, Counter[str], Counter[str]]:
+    """Per image name, the matched face's Euler angles and NME (absent when missed); CPU
+    seconds; model calls and items."""
+    options = options_model(settings)(include=["landmarks68"])
+    landmarks68 = load_canonical_face().landmarks68
+    runtime.calls.clear()
+    runtime.items.clear()
+    found: dict[str, dict[str, Any]] = {}
+    cpu = 0.0
+    for face in faces:
+        given = face.truth_box[None] if boxes else None
+        image_options = options.model_copy(update={"min_presence": 0.0}) if boxes else options
+        started = time.process_time()
+        (decoded,) = decode_request_images(
+            settings, EncodedImages([face.data], None if given is None else [given],
+                                    whole=True), image_options)
+        assert decoded.request is not None, decoded.error
+        (result,) = estimate_faces(runtime, [decoded.request], preset)
+        cpu += time.process_time() - started
+        match = match_face([{"box": f.box.tolist(), "face": f} for f in result.faces],
+                           face.truth_box)
+        if match is None:
+            continue
+        fitted = match["face"]
+        size = np.sqrt(np.prod(face.truth_box[2:] - face.truth_box[:2]))
+        distances = np.linalg.norm(fitted.landmarks_px[landmarks68, :2] - face.points68, axis=1)
+        found[face.name] = {"euler": np.array(euler_pitch_yaw_roll_deg(
+            fitted.pose.r_cam_from_model)), "nme": float(distances.mean() / size)}
+    return found, cpu, Counter(runtime.calls), Counter(runtime.items)
+
+
+def mae(faces: list[Labelled], euler: dict[str, np.ndarray]) -> float:
+    errors = [np.abs(euler[f.name] - f.euler_deg) for f in faces if f.name in euler]
+    return float(np.mean(errors)) if errors else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", type=Path, nargs="?", default=DEFAULT_DIR)
+    parser.add_argument("--limit", type=int, help="only the first N labelled faces")
+    parser.add_argument("--boxes", action="store_true", help="also the boxes-mode MAE")
+    parser.add_argument("--only", help="only the configurations whose label contains this")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    faces = labelled_faces(args.directory, args.limit)
+    peer: dict[str, np.ndarray] = {}
+    for name, peer_found in peer_faces(args.directory).items():
+        truth = next((f for f in faces if f"{f.name}.jpg" == name), None)
+        match = None if truth is None else match_face(peer_found, truth.truth_box)
+        if truth is not None and match is not None:
+            euler = match["euler_deg"]
+            peer[truth.name] = np.array([euler["pitch"], euler["yaw"], euler["roll"]])
+
+    settings = Settings()
+    runtime = CountingRuntime(create_runtime(settings))
+    run(runtime, settings, faces[:5], ACCURATE, boxes=False)  # warm-up
+    print(f"{len(faces)} labelled faces in {args.directory}; the peer finds {len(peer)} "
+          f"({len(peer) / len(faces):.1%}), MAE {mae(faces, peer):.2f} on them\n")
+    header = (f"{'configuration':<36}{'coverage':>9}{'MAE':>6}{'MAE common':>11}{'peer':>6}"
+              f"{'NME68':>8}{'CPU ms':>8}{'calls':>7}{'crops':>7}"
+              + (f"{'boxes MAE':>10}" if args.boxes else ""))
+    print(header)
+    rows = []
+    for label, preset in configurations():
+        if args.only and args.only not in label:
+            continue
+        found, cpu, calls, items = run(runtime, settings, faces, preset, boxes=False)
+        euler = {name: f["euler"] for name, f in found.items()}
+        common = [f for f in faces if f.name in euler and f.name in peer]
+        row = {
+            "configuration": label.strip(), "preset": preset.name,
+            "coverage": len(found) / len(faces), "mae": mae(faces, euler),
+            "mae_common": mae(common, euler), "peer_mae_common": mae(common, peer),
+            "common_faces": len(common),
+            "nme68": float(np.mean([f["nme"] for f in found.values()])),
+            "cpu_ms_per_image": cpu / len(faces) * 1000,
+            "calls_per_image": sum(calls.values()) / len(faces),
+            "mesh_crops_per_image": items[MESH] / len(faces),
+        }
+        if args.boxes:
+            boxed, *_ = run(runtime, settings, faces, preset, boxes=True)
+            row["boxes_mae"] = mae(faces, {name: f["euler"] for name, f in boxed.items()})
+        rows.append(row)
+        print(f"{label:<36}{row['coverage']:>9.1%}{row['mae']:>6.2f}{row['mae_common']:>11.2f}"
+              f"{row['peer_mae_common']:>6.2f}{row['nme68']:>8.4f}{row['cpu_ms_per_image']:>8.1f}"
+              f"{row['calls_per_image']:>7.2f}{row['mesh_crops_per_image']:>7.2f}"
+              + (f"{row['boxes_mae']:>10.2f}" if args.boxes else ""), flush=True)
+    print("\nMAE common: on the faces both this configuration and the peer find; peer: the "
+          "peer's MAE on those same faces.")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,443 @@
+"""The pipeline's stages. Each takes the records of a batch of images and returns new ones.
+
+A stage sees every image of the batch at once so that each model call covers all of them; a
+preset (``pipeline.presets``) is the list of stages that run and their parameters. Every
+stage after ``locate`` is optional: ``scripts/ablate.py`` measures what each one buys.
+"""
+
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from functools import cache, lru_cache
+
+import numpy as np
+
+from service.metrics import STAGE_SECONDS
+from service.pipeline.align import (
+    DETECTION_CROP_SCALE,
+    Regions,
+    crop_points_to_image,
+    crop_regions,
+    crop_to_image_transforms,
+    eye_line_angle,
+    regions_from_detections,
+    regions_from_landmarks,
+)
+from service.pipeline.detect import (
+    Detections,
+    box_iou,
+    detect_in_squares,
+    merge_detections,
+    run_detector,
+)
+from service.pipeline.mesh import mesh_input_size, run_mesh
+from service.pipeline.mirror import (
+    mirror_boxes,
+    mirror_camera,
+    mirror_keypoints,
+    mirror_landmarks,
+    mirror_regions,
+    unmirror_rotation,
+)
+from service.pipeline.records import FullRange, ImageRequest, ImageWork, MirrorFrom, Preset
+from service.pipeline.scale import rescale_boxes, rescale_camera, rescale_regions, rescale_xy
+from service.pipeline.solve import (
+    MESH_TRUSTED_PRESENCE,
+    euler_pitch_yaw_roll_deg,
+    face_pose,
+    load_canonical_face,
+    mean_rotation,
+    pose_with_rotation,
+)
+from service.runtime.base import InferenceRuntime
+
+SHORT_RANGE, FULL_RANGE = "face_detector_short", "face_detector_full"
+
+
+@cache
+def side_calls() -> ThreadPoolExecutor:
+    """The threads for model calls a pipeline run makes beside its own thread's; made on
+    first use, not on import."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="side-model-call")
+
+
+# --- locate: boxes, scores, keypoints and first crops, from the detectors or the client --------
+
+@lru_cache(maxsize=1)
+def _tight_box_to_region() -> tuple[np.ndarray, float]:
+    """Centre offset and side, in units of the box's longer side, from a box tight around the
+    68 iBUG points to the landmark crop region, measured on the frontal canonical face."""
+    face = load_canonical_face()
+    xy = face.vertices_mm[:, :2]
+    tight = xy[face.landmarks68]
+    tight_low, tight_high = tight.min(axis=0), tight.max(axis=0)
+    full_low, full_high = xy.min(axis=0), xy.max(axis=0)
+    unit = (tight_high - tight_low).max()
+    offset = ((full_low + full_high) - (tight_low + tight_high)) / 2 / unit
+    side = (full_high - full_low).max() / unit * DETECTION_CROP_SCALE
+    return offset, float(side)
+
+
+def regions_from_client_boxes(boxes: np.ndarray, angles: np.ndarray) -> Regions:
+    """Regions for boxes as tight as the 68 landmarks, placed where the mesh crop would be.
+
+    boxes: (N, 4); angles: (N,) in-plane angle of each face's eye line.
+    """
+    offset, side = _tight_box_to_region()
+    longer = np.max(boxes[:, 2:] - boxes[:, :2], axis=1)
+    cos, sin = np.cos(angles), np.sin(angles)
+    # The offset is along the face's own axes, which the angle turns in the image.
+    shift = np.stack([cos * offset[0] - sin * offset[1], sin * offset[0] + cos * offset[1]], 1)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2 + shift * longer[:, None]
+    return Regions(centres, longer * side, angles)
+
+
+def keypoints_in_boxes(runtime: InferenceRuntime, images: list[np.ndarray],
+                       boxes: list[np.ndarray]) -> list[np.ndarray]:
+    """The detector's six keypoints for faces whose boxes the client gave, NaN where the
+    detector finds no face there. One batched call over a view around every box.
+
+    Returns per image (N, 6, 2) image pixels.
+    """
+    size = runtime.specs[SHORT_RANGE].image_input.size
+    views = [Regions((b[:, :2] + b[:, 2:]) / 2, np.max(b[:, 2:] - b[:, :2], axis=1) * 2,
+                     np.zeros(len(b))) for b in boxes]
+    if not sum(len(v) for v in views):
+        return [np.zeros((0, 6, 2)) for _ in boxes]
+    squares = np.concatenate([crop_regions(im, v, size) for im, v in zip(images, views,
+                                                                          strict=True)])
+    to_image = np.concatenate([crop_to_image_transforms(v, size) for v in views])
+    found = iter(detect_in_squares(runtime, SHORT_RANGE, squares, to_image, min_score=0.3))
+    results = []
+    for image_boxes in boxes:
+        keypoints = np.full((len(image_boxes), 6, 2), np.nan)
+        for i, box in enumerate(image_boxes):
+            detections = next(found)
+            if len(detections):
+                centres = (detections.boxes[:, :2] + detections.boxes[:, 2:]) / 2
+                distance = np.linalg.norm(centres - (box[:2] + box[2:]) / 2, axis=1)
+                best = int(np.argmin(distance))
+                if distance[best] < 0.5 * np.max(box[2:] - box[:2]):
+                    keypoints[i] = detections.keypoints[best]
+        results.append(keypoints)
+    return results
+
+
+def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], full_range: FullRange
+                 ) -> list[Detections]:
+    """The short-range detector, the better one on large faces, and the full-range one that
+    finds the small faces it misses where ``full_range`` says; one batched call each."""
+    if not requests:
+        return []
+    images = [r.image for r in requests]
+    lowest = min(r.options.min_score for r in requests)
+    if full_range is FullRange.ALWAYS:
+        # The two models are independent and the runtimes release the GIL: side by side, a
+        # lone request's detection takes the longer model's time, not both.
+        short_range = side_calls().submit(run_detector, runtime, SHORT_RANGE, images, lowest)
+        full = run_detector(runtime, FULL_RANGE, images, lowest)
+        short = short_range.result()
+    else:
+        short = run_detector(runtime, SHORT_RANGE, images, lowest)
+        full = [Detections.empty() for _ in images]
+        if full_range is FullRange.WHERE_NONE_FOUND:
+            empty = [i for i, (s, r) in enumerate(zip(short, requests, strict=True))
+                     if not (s.scores >= r.options.min_score).any()]
+            if empty:
+                for i, found in zip(empty, run_detector(runtime, FULL_RANGE,
+                                                        [images[i] for i in empty], lowest),
+                                    strict=True):
+                    full[i] = found
+    results = []
+    for s, f, request in zip(short, full, requests, strict=True):
+        found = merge_detections(s, f)
+        found = found.take(np.flatnonzero(found.scores >= request.options.min_score))
+        results.append(found.take(np.argsort(-found.scores)[: request.options.max_faces]))
+    return results
+
+
+def locate(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
+           ) -> list[ImageWork]:
+    """Each image's faces from the detectors, or from its client's boxes."""
+    requests = [w.request for w in works]
+    to_detect = [i for i, r in enumerate(requests) if r.boxes is None]
+    given = [i for i, r in enumerate(requests) if r.boxes is not None]
+    with STAGE_SECONDS.labels("detect").time():
+        detected = detect_faces(runtime, [requests[i] for i in to_detect], preset.full_range)
+        client_boxes = [np.asarray(requests[i].boxes, np.float64).reshape(-1, 4)
+                        [: requests[i].options.max_faces] for i in given]
+        client_keypoints = keypoints_in_boxes(runtime, [requests[i].image for i in given],
+                                              client_boxes) if given else []
+    located = list(works)
+    for i, found in zip(to_detect, detected, strict=True):
+        located[i] = replace(works[i], boxes=found.boxes, scores=found.scores,
+                             keypoints=found.keypoints,
+                             regions=regions_from_detections(found.boxes, found.keypoints))
+    for i, box, keypoints in zip(given, client_boxes, client_keypoints, strict=True):
+        angles = np.nan_to_num(eye_line_angle(keypoints[:, 0], keypoints[:, 1]))
+        located[i] = replace(works[i], boxes=box, scores=np.ones(len(box)), keypoints=keypoints,
+                             regions=regions_from_client_boxes(box, angles))
+    return located
+
+
+# --- sharpen: a finer decode where the faces are small --------------------------------------
+
+def sharpen(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
+            ) -> list[ImageWork]:
+    """Decode again, less reduced, each image whose smallest face would otherwise reach the
+    mesh model upsampled; its located faces moved to the new pixels."""
+    mesh_size = mesh_input_size(runtime)
+    sharpened = []
+    for work in works:
+        request = work.request
+        if request.reduction == 1 or request.redecode is None or not len(work):
+            sharpened.append(work)
+            continue
+        smallest = float(work.regions.sides.min())
+        finer = request.reduction
+        # Eyes are a tenth of the face: the iris model needs every pixel there is.
+        while finer > 1 and (request.options.iris
+                             or smallest * request.reduction / finer < mesh_size):
+            finer //= 2
+        if finer == request.reduction:
+            sharpened.append(work)
+            continue
+        factor = request.reduction / finer
+        request = replace(
+            request, image=request.redecode(finer), reduction=finer,
+            camera=rescale_camera(request.camera, factor),
+            boxes=None if request.boxes is None else rescale_boxes(
+                np.asarray(request.boxes, np.float64).reshape(-1, 4), factor))
+        sharpened.append(replace(work, request=request, boxes=rescale_boxes(work.boxes, factor),
+                                 keypoints=rescale_xy(work.keypoints, factor),
+                                 regions=rescale_regions(work.regions, factor)))
+    return sharpened
+
+
+# --- fit, refit, search_lost: the mesh ---------------------------------------------------------
+
+def fit_meshes(runtime: InferenceRuntime, images: list[np.ndarray],
+               regions: list[Regions]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """All faces of all images through the mesh model in one call.
+
+    Returns per image: landmarks (N, 468, 3) in image pixels and presence (N,).
+    """
+    crop_size = mesh_input_size(runtime)
+    with STAGE_SECONDS.labels("crop").time():
+        crops = [crop_regions(image, r, crop_size)
+                 for image, r in zip(images, regions, strict=True)]
+    counts = [len(r) for r in regions]
+    if not sum(counts):
+        return ([np.zeros((0, 468, 3)) for _ in regions], [np.zeros(0) for _ in regions])
+    with STAGE_SECONDS.labels("mesh").time():
+        landmarks, presence = run_mesh(runtime, np.concatenate(crops))
+    transforms = np.concatenate([crop_to_image_transforms(r, crop_size) for r in regions])
+    landmarks = crop_points_to_image(landmarks, transforms)
+    splits = np.cumsum(counts)[:-1]
+    return np.split(landmarks, splits), np.split(presence, splits)
+
+
+def _with_fits(works: list[ImageWork], landmarks: list[np.ndarray],
+               presence: list[np.ndarray]) -> list[ImageWork]:
+    return [replace(w, landmarks=lm, presence=p, poses=None)
+            for w, lm, p in zip(works, landmarks, presence, strict=True)]
+
+
+def fit(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset) -> list[ImageWork]:
+    """The mesh fitted in the first crops."""
+    return _with_fits(works, *fit_meshes(runtime, [w.request.image for w in works],
+                                         [w.regions for w in works]))
+
+
+def refit(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
+          ) -> list[ImageWork]:
+    """The mesh fitted again in a crop placed from its first landmarks.
+
+    The first fit only places the face; the second crops it the way the mesh model was trained
+    to see it (tracking's landmark rule), whatever the first crop came from. A second fit only
+    where the crop moved much was tried: a first crop 10% off in scale still moves pitch and
+    yaw by 2 degrees, and a flipped image then gets a different pose.
+    """
+    regions = [regions_from_landmarks(w.landmarks) if w.landmarks is not None and len(w)
+               else w.regions for w in works]
+    return _with_fits(works, *fit_meshes(runtime, [w.request.image for w in works], regions))
+
+
+# Crops tried around a face the mesh lost: centred on its first region, on the mean of its
+# eye, nose and mouth keypoints, and halfway; at the first region's side and 0.8 of it; turned
+# as the first region or upright (on a profile the detector's eye line is a poor guess).
+SEARCH_CENTRE_WEIGHTS = (0.0, 0.5, 1.0)
+SEARCH_SCALES = (1.0, 0.8)
+SEARCH_TURNS = (True, False)
+# The best of many crops is accepted only on a clearly higher score: with a dozen tries, a
+# middling maximum is as often a face part the model half-recognises.
+SEARCH_ACCEPT_PRESENCE = 0.8
+
+
+def search_lost(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
+                ) -> list[ImageWork]:
+    """Each face whose presence is low refitted from the best of a few other crops.
+
+    On near-profile faces the detector's box, and so the first crop, sits off the face and the
+    mesh model loses it, while a crop a little off the box finds it again. One batched mesh
+    call covers every lost face of the batch.
+    """
+    lost, candidates = [], []
+    for i, work in enumerate(works):
+        if work.presence is None:
+            continue
+        first = work.regions
+        for j in np.flatnonzero(work.presence < MESH_TRUSTED_PRESENCE):
+            if not np.isfinite(work.keypoints[j]).all():
+                continue
+            inner = work.keypoints[j, :4].mean(axis=0)
+            tries = list(itertools.product(SEARCH_CENTRE_WEIGHTS, SEARCH_SCALES, SEARCH_TURNS))
+            # Each lost face's candidate crops go through the mesh as the faces of one image.
+            candidates.append(Regions(
+                np.array([(1 - w) * first.centres[j] + w * inner for w, _, _ in tries]),
+                np.array([first.sides[j] * s for _, s, _ in tries]),
+                np.array([first.angles[j] if t else 0.0 for _, _, t in tries])))
+            lost.append((i, j))
+    if not lost:
+        return works
+    found, found_presence = fit_meshes(runtime, [works[i].request.image for i, _ in lost],
+                                       candidates)
+    landmarks = {i: w.landmarks.copy() for i, w in enumerate(works) if w.landmarks is not None}
+    presence = {i: w.presence.copy() for i, w in enumerate(works) if w.presence is not None}
+    for (i, j), candidate_landmarks, candidate_presence in zip(lost, found, found_presence,
+                                                                strict=True):
+        best = int(np.argmax(candidate_presence))
+        if candidate_presence[best] >= SEARCH_ACCEPT_PRESENCE:
+            landmarks[i][j] = candidate_landmarks[best]
+            presence[i][j] = candidate_presence[best]
+    return [replace(w, landmarks=landmarks[i], presence=presence[i], poses=None)
+            if i in landmarks else w for i, w in enumerate(works)]
+
+
+# The stages that fit the mesh in crops, in the order they run; the mirrored fit and the
+# tracker's detection frames run those of them a preset has.
+FIT_STAGES = (fit, refit, search_lost)
+
+
+def run_fit_stages(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
+                   ) -> list[ImageWork]:
+    for stage in preset.stages:
+        if stage in FIT_STAGES:
+            works = stage(runtime, works, preset)
+    return works
+
+
+# --- solve, mirror: the pose ------------------------------------------------------------------
+
+def solve(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
+          ) -> list[ImageWork]:
+    """Each face's pose from its mesh, with the detector's keypoints blended in on turned
+    faces where the preset says."""
+    face_model = load_canonical_face()
+    solved = []
+    with STAGE_SECONDS.labels("solve").time():
+        for work in works:
+            keypoints = work.keypoints if preset.keypoint_blend else np.full_like(
+                work.keypoints, np.nan)
+            solved.append(replace(work, poses=tuple(
+                face_pose(lm, kp, p, face_model, work.request.camera)
+                for lm, kp, p in zip(work.landmarks, keypoints, work.presence, strict=True))))
+    return solved
+
+
+def _mirrored_located(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
+                      ) -> list[ImageWork]:
+    """Each image mirrored with its faces, located afresh where the preset says.
+
+    Detecting again, rather than mirroring the first detections, gives the keypoints their own
+    left/right bias. A face not found again keeps its mirrored first detection.
+    """
+    mirrored = []
+    for work in works:
+        request, width = work.request, work.request.image.shape[1]
+        # Copied once: OpenCV would copy a reversed view again for every resize and crop.
+        mirrored_request = replace(
+            request, image=np.ascontiguousarray(request.image[:, ::-1]),
+            camera=mirror_camera(request.camera, width),
+            boxes=None if request.boxes is None else mirror_boxes(work.boxes, width),
+            redecode=None)
+        mirrored.append(replace(
+            work, request=mirrored_request, boxes=mirror_boxes(work.boxes, width),
+            keypoints=mirror_keypoints(work.keypoints, width),
+            regions=mirror_regions(work.regions, width),
+            landmarks=None if work.landmarks is None else mirror_landmarks(work.landmarks,
+                                                                           width),
+            poses=None))
+    if preset.mirror_from is not MirrorFrom.DETECTOR:
+        return mirrored
+    again = locate(runtime, [ImageWork.unlocated(m.request) for m in mirrored], preset)
+    relocated = []
+    for fallback, found in zip(mirrored, again, strict=True):
+        if fallback.request.boxes is not None:
+            relocated.append(replace(found, landmarks=fallback.landmarks,
+                                     presence=fallback.presence))
+            continue
+        picks = []
+        for k, box in enumerate(fallback.boxes):
+            overlaps = box_iou(box, found.boxes) if len(found) else np.zeros(0)
+            best = int(np.argmax(overlaps)) if len(overlaps) else -1
+            picks.append((found, best) if best >= 0 and overlaps[best] > 0.5
+                         else (fallback, k))
+        relocated.append(replace(
+            fallback,
+            boxes=np.array([src.boxes[m] for src, m in picks]).reshape(-1, 4),
+            scores=np.array([src.scores[m] for src, m in picks]),
+            keypoints=np.array([src.keypoints[m] for src, m in picks]).reshape(-1, 6, 2),
+            regions=Regions(np.array([src.regions.centres[m] for src, m in picks]).reshape(-1, 2),
+                            np.array([src.regions.sides[m] for src, m in picks]),
+                            np.array([src.regions.angles[m] for src, m in picks]))))
+    return relocated
+
+
+def mirror(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
+           ) -> list[ImageWork]:
+    """Turned faces, and faces the mesh lost, fitted again in the mirrored image; the two
+    rotations averaged.
+
+    The mesh model is not left/right symmetric: its errors on a face and on its mirror image
+    partly cancel, and it often finds in the mirror image a profile it lost in the original.
+    """
+    chosen = [np.array([j for j, pose in enumerate(w.poses)
+                        if abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1])
+                        > preset.mirror_above_yaw_deg or w.presence[j] < MESH_TRUSTED_PRESENCE],
+                       dtype=int) for w in works]
+    if not any(len(c) for c in chosen):
+        return works
+    with STAGE_SECONDS.labels("mirror").time():
+        mirrored = _mirrored_located(runtime, [w.take(c) for w, c in zip(works, chosen,
+                                                                         strict=True)], preset)
+        if preset.mirror_from is MirrorFrom.LANDMARKS:
+            mirrored = refit(runtime, mirrored, preset)
+        else:
+            mirrored = run_fit_stages(runtime, mirrored, preset)
+        mirrored = solve(runtime, mirrored, preset)
+    face_model = load_canonical_face()
+    averaged = []
+    for work, faces, flipped in zip(works, chosen, mirrored, strict=True):
+        if not len(faces):
+            averaged.append(work)
+            continue
+        camera, width = work.request.camera, work.request.image.shape[1]
+        landmarks, presence, poses = work.landmarks.copy(), work.presence.copy(), list(work.poses)
+        back_landmarks = mirror_landmarks(flipped.landmarks, width)
+        for j, pose, lm, p in zip(faces, flipped.poses, back_landmarks, flipped.presence,
+                                  strict=True):
+            if presence[j] < MESH_TRUSTED_PRESENCE <= p:
+                landmarks[j], presence[j] = lm, p
+                poses[j] = face_pose(lm, work.keypoints[j] if preset.keypoint_blend
+                                     else np.full((6, 2), np.nan), p, face_model, camera)
+            r_mirrored = unmirror_rotation(pose.r_cam_from_model)
+            if not np.isfinite(r_mirrored).all():
+                continue
+            poses[j] = pose_with_rotation(mean_rotation(poses[j].r_cam_from_model, r_mirrored),
+                                          landmarks[j], face_model, camera)
+        averaged.append(replace(work, landmarks=landmarks, presence=presence,
+                                poses=tuple(poses)))
+    return averaged
