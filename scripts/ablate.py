@@ -51,8 +51,8 @@ def configurations() -> list[tuple[str, Preset]]:
     return [
         ("accurate (every step)", ACCURATE),
         ("- full-range detector", replace(ACCURATE, full_range=FullRange.NEVER)),
-        ("  full-range only where none found",
-         replace(ACCURATE, full_range=FullRange.WHERE_NONE_FOUND)),
+        ("  full-range only where no large face",
+         replace(ACCURATE, full_range=FullRange.WHERE_NO_LARGE_FACE)),
         ("- finer re-decode", ACCURATE.without(stages.sharpen)),
         ("- second mesh pass", ACCURATE.without(stages.refit)),
         ("- lost-face search", ACCURATE.without(stages.search_lost)),
@@ -62,6 +62,12 @@ def configurations() -> list[tuple[str, Preset]]:
          replace(ACCURATE, mirror_from=MirrorFrom.FIRST_CROP)),
         ("  mirrored fit from the landmarks", replace(ACCURATE, mirror_from=MirrorFrom.LANDMARKS)),
         ("balanced (the default)", BALANCED),
+        ("  + second mesh pass", replace(BALANCED, stages=(stages.locate, stages.sharpen,
+                                                           stages.fit, stages.refit,
+                                                           stages.search_lost, stages.solve))),
+        ("  + mirrored fit from the landmarks", replace(
+            BALANCED, stages=(*BALANCED.stages, stages.mirror),
+            mirror_from=MirrorFrom.LANDMARKS)),
         ("fast", FAST),
     ]
 
@@ -148,7 +154,8 @@ def main() -> int:
     parser.add_argument("directory", type=Path, nargs="?", default=DEFAULT_DIR)
     parser.add_argument("--limit", type=int, help="only the first N labelled faces")
     parser.add_argument("--boxes", action="store_true", help="also the boxes-mode MAE")
-    parser.add_argument("--only", help="only the configurations whose label contains this")
+    parser.add_argument("--only", help="only the configurations whose label contains one of "
+                                           "these comma-separated words")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -172,7 +179,7 @@ def main() -> int:
     print(header)
     rows = []
     for label, preset in configurations():
-        if args.only and args.only not in label:
+        if args.only and not any(word in label for word in args.only.split(",")):
             continue
         found, cpu, calls, items = run(runtime, settings, faces, preset, boxes=False)
         euler = {name: f["euler"] for name, f in found.items()}

@@ -1,13 +1,16 @@
 """facepose against the peer a user would otherwise pick, on the same images, in one run.
 
     python scripts/bench.py [--concurrency 1 4 16 64] [--requests 120] [--out bench.json]
-                            [--no-triton] [--no-peer]
+                            [--no-triton] [--no-peer] [--photos DIR] [--photo-count 200]
 
-Images: one face at VGA, one face in a 1080p JPEG, six faces at 1280x720 (made from
-scikit-image's astronaut). Rows: facepose over REST and gRPC with the embedded runtime, the same
-through a local Triton, and the peer: mediapipe==0.10.21's Python face mesh + cv2.solvePnP in
-one process (installed into .bench/peer-env by this script). CPU seconds per image count the
-serving processes (gateway, and Triton with its model processes), not the load generator.
+Images: "mixed", one face at VGA, one face in a 1080p JPEG and six faces at 1280x720 (made from
+scikit-image's astronaut); "aflw450", one-face 450x450 photos of the large AFLW2000-3D dev set
+(--photos; skipped where absent); "noface64", a 64x64 JPEG with no face (the gateway's fixed
+cost per request). Rows: facepose over REST and gRPC with the embedded runtime, per preset
+(``quality``) on aflw450, the same through a local Triton, and the peer: mediapipe==0.10.21's
+Python face mesh + cv2.solvePnP in one process (installed into .bench/peer-env by this script).
+CPU seconds per image count the serving processes (gateway, and Triton with its model
+processes), not the load generator.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from service.triton_local.server import LocalTriton
 REPO = Path(__file__).resolve().parent.parent
 PEER_ENV = REPO / ".bench" / "peer-env"
 PEER_REQUIREMENT = "mediapipe==0.10.21"
+PHOTOS = REPO.parent / "shared" / "data" / "aflw2000-dev-large"
+QUALITIES = ("fast", "balanced", "accurate")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -56,6 +61,18 @@ def make_images(folder: Path) -> dict[str, Path]:
     for name, image in (("vga_1face", vga), ("hd_1face", hd), ("group_6faces", group)):
         cv2.imwrite(str(paths[name]), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     return paths
+
+
+def no_face_jpeg() -> bytes:
+    """64x64 of a grey ramp: decoded and searched, with nothing found."""
+    ramp = np.tile(np.linspace(60, 200, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
+    ok, encoded = cv2.imencode(".jpg", ramp)
+    assert ok
+    return encoded.tobytes()
+
+
+def photo_paths(directory: Path, count: int) -> list[Path]:
+    return sorted((directory / "images").glob("*.jpg"))[:count]
 
 
 def process_tree_cpu(root: int) -> float:
@@ -148,16 +165,21 @@ def measure(send: Callable[[bytes], None], images: list[bytes], concurrency: int
 
 
 def facepose_rows(label: str, env: dict[str, str], images: dict[str, bytes],
-                  concurrencies: list[int], requests: int,
-                  extra_cpu: Callable[[], float] = lambda: 0.0) -> list[dict[str, Any]]:
+                  photos: list[bytes], concurrencies: list[int], requests: int,
+                  extra_cpu: Callable[[], float] = lambda: 0.0,
+                  qualities: tuple[str, ...] = QUALITIES) -> list[dict[str, Any]]:
+    """Rows for one gateway: the mixed set over REST and gRPC at each concurrency (server
+    default preset), the VGA frame and the no-face JPEG, and the photos at concurrency 1 and 8
+    with each preset."""
     rows = []
     mixed = list(images.values())
     with gateway(env) as (url, target, pid):
         http = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=256))
         rpc = GrpcClient(target, timeout_s=120)
 
-        def rest(image: bytes) -> None:
+        def rest(image: bytes, quality: str | None = None) -> None:
             http.post(f"{url}/v1/faces", content=image,
+                      params={"quality": quality} if quality else None,
                       headers={"Content-Type": "image/jpeg"}).raise_for_status()
 
         def grpc_call(image: bytes) -> None:
@@ -166,51 +188,87 @@ def facepose_rows(label: str, env: dict[str, str], images: dict[str, bytes],
         def cpu() -> float:
             return process_tree_cpu(pid) + extra_cpu()
 
-        faces = {name: len(http.post(f"{url}/v1/faces", content=image,
-                                     headers={"Content-Type": "image/jpeg"}
-                                     ).json()["images"][0]["faces"])
-                 for name, image in images.items()}
+        def faces_in(image: bytes, quality: str | None = None) -> int:
+            return len(http.post(f"{url}/v1/faces", content=image,
+                                 params={"quality": quality} if quality else None,
+                                 headers={"Content-Type": "image/jpeg"}
+                                 ).json()["images"][0]["faces"])
 
+        faces = {name: faces_in(image) for name, image in images.items()}
         for transport, send in (("REST", rest), ("gRPC", grpc_call)):
             for concurrency in concurrencies:
                 figures = measure(send, mixed, concurrency, max(requests, 4 * concurrency), cpu)
                 rows.append({"runtime": label, "transport": transport, "images": "mixed",
-                             "concurrency": concurrency, **figures, "faces": faces})
+                             "quality": "default", "concurrency": concurrency, **figures,
+                             "faces": faces})
         # Single-image latency on the 640x480 one-face JPEG.
         figures = measure(rest, [images["vga_1face"]], 1, requests // 2, cpu)
         rows.append({"runtime": label, "transport": "REST", "images": "vga_1face",
-                     "concurrency": 1, **figures})
+                     "quality": "default", "concurrency": 1, **figures})
+        for concurrency in (1, 8):
+            figures = measure(rest, [no_face_jpeg()], concurrency, 2 * requests, cpu)
+            rows.append({"runtime": label, "transport": "REST", "images": "noface64",
+                         "quality": "default", "concurrency": concurrency, **figures})
+        for quality in qualities if photos else ():
+            found = sum(faces_in(photo, quality) for photo in photos)
+
+            def send(image: bytes, quality: str = quality) -> None:
+                rest(image, quality)
+
+            for concurrency in (1, 8):
+                figures = measure(send, photos, concurrency, max(len(photos), requests), cpu)
+                rows.append({"runtime": label, "transport": "REST", "images": "aflw450",
+                             "quality": quality, "concurrency": concurrency, **figures,
+                             "faces": {"aflw450": found}})
         http.close()
         rpc.close()
     return rows
 
 
-def peer_rows(paths: dict[str, Path], repeats: int) -> list[dict[str, Any]]:
+def peer_python() -> Path:
+    """The peer environment's interpreter, made on first use (mediapipe pins an old NumPy)."""
     python = PEER_ENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(PEER_ENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", PEER_REQUIREMENT],
                        check=True)
+    return python
+
+
+def run_peer(paths: list[Path], repeats: int) -> dict[str, Any]:
+    python = peer_python()
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "peer.json"
         subprocess.run([str(python), str(REPO / "scripts" / "peer_mediapipe.py"),
                         str(REPO / "service" / "data" / "canonical_face.npz"),
-                        *map(str, paths.values()), "--repeats", str(repeats),
+                        *map(str, paths), "--repeats", str(repeats),
                         "--out", str(out)], check=True)
-        result = json.loads(out.read_text())
+        return dict(json.loads(out.read_text()))
+
+
+def peer_row(images: str, result: dict[str, Any], latencies: list[float],
+             faces: dict[str, int] | None = None) -> dict[str, Any]:
+    return {"runtime": "peer (mediapipe)", "transport": "in-process", "images": images,
+            "quality": "-", "concurrency": 1, "images_per_s": 1 / statistics.mean(latencies),
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * float(np.percentile(latencies, 99)),
+            "cpu_s_per_image": result["cpu_s"] / result["images"],
+            **({"faces": faces} if faces is not None else {})}
+
+
+def peer_rows(paths: dict[str, Path], photos: list[Path], repeats: int
+              ) -> list[dict[str, Any]]:
+    """The peer on the mixed set and on the photos, one image at a time."""
+    result = run_peer(list(paths.values()), repeats)
     all_latencies = [s for values in result["latencies_s"].values() for s in values]
-    vga = result["latencies_s"]["vga_1face.jpg"]
-    return [
-        {"runtime": "peer (mediapipe)", "transport": "in-process", "images": "mixed",
-         "concurrency": 1, "images_per_s": result["images"] / result["wall_s"],
-         "p50_ms": 1000 * statistics.median(all_latencies),
-         "p99_ms": 1000 * float(np.percentile(all_latencies, 99)),
-         "cpu_s_per_image": result["cpu_s"] / result["images"], "faces": result["faces"]},
-        {"runtime": "peer (mediapipe)", "transport": "in-process", "images": "vga_1face",
-         "concurrency": 1, "images_per_s": 1 / statistics.mean(vga),
-         "p50_ms": 1000 * statistics.median(vga), "p99_ms": 1000 * float(np.percentile(vga, 99)),
-         "cpu_s_per_image": float("nan")},
-    ]
+    rows = [peer_row("mixed", result, all_latencies, result["faces"]),
+            peer_row("vga_1face", result, result["latencies_s"]["vga_1face.jpg"])]
+    if photos:
+        result = run_peer(photos, 2)
+        rows.append(peer_row("aflw450", result, [
+            s for values in result["latencies_s"].values() for s in values],
+            {"aflw450": sum(result["faces"].values())}))
+    return rows
 
 
 def main() -> int:
@@ -221,14 +279,18 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench.json")
     parser.add_argument("--no-triton", action="store_true")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--photos", type=Path, default=PHOTOS)
+    parser.add_argument("--photo-count", type=int, default=200)
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
+    photo_files = photo_paths(args.photos, args.photo_count) if args.photos.is_dir() else []
+    photos = [path.read_bytes() for path in photo_files]
     with tempfile.TemporaryDirectory() as scratch:
         paths = make_images(Path(scratch))
         images = {name: path.read_bytes() for name, path in paths.items()}
         if not args.no_peer:
-            rows += peer_rows(paths, repeats=max(10, args.requests // 3))
-        rows += facepose_rows("embedded", {"FACEPOSE_RUNTIME": "embedded"}, images,
+            rows += peer_rows(paths, photo_files, repeats=max(10, args.requests // 3))
+        rows += facepose_rows("embedded", {"FACEPOSE_RUNTIME": "embedded"}, images, photos,
                               args.concurrency, args.requests)
         if not args.no_triton:
             with LocalTriton(REPO / "model_repository", REPO / ".triton", free_port(),
@@ -238,31 +300,49 @@ def main() -> int:
                 rows += facepose_rows(
                     "triton (local CPU)", {"FACEPOSE_RUNTIME": "triton",
                                            "FACEPOSE_TRITON_URL": triton.grpc_url},
-                    images, args.concurrency, args.requests,
-                    extra_cpu=lambda: process_tree_cpu(triton_pid))
-    print(f"{'runtime':<20}{'transport':<12}{'images':<14}{'conc':>5}{'images/s':>10}"
-          f"{'p50 ms':>9}{'p99 ms':>9}{'CPU s/img':>11}")
+                    images, photos, args.concurrency, args.requests,
+                    extra_cpu=lambda: process_tree_cpu(triton_pid), qualities=("balanced",))
+    print(f"{'runtime':<20}{'transport':<12}{'images':<11}{'quality':<10}{'conc':>5}"
+          f"{'images/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/img':>11}")
     for row in rows:
-        print(f"{row['runtime']:<20}{row['transport']:<12}{row['images']:<14}"
-              f"{row['concurrency']:>5}{row['images_per_s']:>10.1f}{row['p50_ms']:>9.1f}"
-              f"{row['p99_ms']:>9.1f}{row['cpu_s_per_image']:>11.4f}")
-    peer = {r["images"]: r for r in rows if r["runtime"].startswith("peer")}
-    ours = [r for r in rows if r["runtime"] == "embedded"]
-    if peer and ours:
-        best = max((r for r in ours if r["images"] == "mixed" and r["transport"] == "REST"),
-                   key=lambda r: r["images_per_s"])
-        vga = next(r for r in ours if r["images"] == "vga_1face")
-        ratio = best["images_per_s"] / peer["mixed"]["images_per_s"]
-        print(f"\nthroughput facepose/peer (REST, embedded, best concurrency "
-              f"{best['concurrency']}): {ratio:.2f}x")
-        print(f"p50 latency facepose/peer (640x480 one face, concurrency 1): "
-              f"{vga['p50_ms'] / peer['vga_1face']['p50_ms']:.2f}x")
-        print("faces found per image: facepose " + ", ".join(
-            f"{name} {count}" for name, count in best["faces"].items()) + "; peer " + ", ".join(
-            f"{Path(name).stem} {count}" for name, count in peer["mixed"]["faces"].items()))
+        print(f"{row['runtime']:<20}{row['transport']:<12}{row['images']:<11}"
+              f"{row['quality']:<10}{row['concurrency']:>5}{row['images_per_s']:>10.1f}"
+              f"{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}"
+              f"{1000 * row['cpu_s_per_image']:>11.1f}")
+    print_ratios(rows)
     args.out.write_text(json.dumps(rows, indent=2))
     print(f"raw numbers: {args.out}")
     return 0
+
+
+def print_ratios(rows: list[dict[str, Any]]) -> None:
+    """The targets: on the photos, the default preset's images/s at concurrency 8 against the
+    peer's, and its p50 at concurrency 1 against the peer's time per image."""
+    peer = {r["images"]: r for r in rows if r["runtime"].startswith("peer")}
+    ours = [r for r in rows if r["runtime"] == "embedded"]
+    if not peer or not ours:
+        return
+    best = max((r for r in ours if r["images"] == "mixed" and r["transport"] == "REST"),
+               key=lambda r: r["images_per_s"])
+    vga = next(r for r in ours if r["images"] == "vga_1face")
+    print(f"\nmixed: throughput facepose/peer (REST, embedded, best concurrency "
+          f"{best['concurrency']}): {best['images_per_s'] / peer['mixed']['images_per_s']:.2f}x;"
+          f" p50 640x480 one face, concurrency 1: "
+          f"{vga['p50_ms'] / peer['vga_1face']['p50_ms']:.2f}x")
+    print("faces found per image: facepose " + ", ".join(
+        f"{name} {count}" for name, count in best["faces"].items()) + "; peer " + ", ".join(
+        f"{Path(name).stem} {count}" for name, count in peer["mixed"]["faces"].items()))
+    if "aflw450" in peer:
+        base = peer["aflw450"]
+        for quality in QUALITIES:
+            at = {r["concurrency"]: r for r in ours
+                  if r["images"] == "aflw450" and r["quality"] == quality}
+            if 1 in at and 8 in at:
+                ratio = at[8]["images_per_s"] / base["images_per_s"]
+                print(f"aflw450 {quality:<9} throughput c8 {ratio:.2f}x "
+                      f"the peer (target >= 1.5 for the default); p50 c1 "
+                      f"{at[1]['p50_ms'] / base['p50_ms']:.2f}x (target <= 1.2); faces "
+                      f"{at[1]['faces']['aflw450']} (peer {base['faces']['aflw450']})")
 
 
 if __name__ == "__main__":

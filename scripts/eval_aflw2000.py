@@ -104,7 +104,8 @@ def main() -> int:
                         help="the preset (default: the server's)")
     args = parser.parse_args()
     with service_client(args.url) as client:
-        results = [evaluate(client, args.directory, mode, args.quality) for mode in ("detect", "boxes")]
+        results = [evaluate(client, args.directory, mode, args.quality)
+                   for mode in ("detect", "boxes")]
     print(f"{'mode':<8}{'faces':>6}{'covered':>9}{'coverage':>10}{'yaw':>7}{'pitch':>7}"
           f"{'roll':>7}{'MAE':>7}{'NME68':>8}")
     for r in results:

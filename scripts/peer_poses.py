@@ -5,8 +5,8 @@
 The peer (scripts/peer_mediapipe.py: MediaPipe's face mesh + cv2.solvePnP, in .bench/peer-env)
 runs once over DIR/images/*.jpg; its poses are turned into Euler angles by facepose's own
 convention, so that its MAE and facepose's compare, and cached under .bench/peer-cache/ because
-a run over 1000 images takes minutes. Faces are filtered and matched as scripts/eval_aflw2000.py
-does, so the figures line up with that script's.
+every ablation run asks for them. Faces are filtered and matched as
+scripts/eval_aflw2000.py does, so the figures line up with that script's.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import PEER_ENV, PEER_REQUIREMENT, REPO
+from bench import REPO, peer_python
 from eval_aflw2000 import match_face, tight_box
 
 from service.pipeline.solve import euler_pitch_yaw_roll_deg
@@ -33,16 +33,6 @@ from service.pipeline.solve import euler_pitch_yaw_roll_deg
 PEER_SCRIPT = REPO / "scripts" / "peer_mediapipe.py"
 CANONICAL = REPO / "service" / "data" / "canonical_face.npz"
 CACHE = REPO / ".bench" / "peer-cache"
-
-
-def peer_python() -> Path:
-    """The peer environment's interpreter, made as scripts/bench.py makes it if missing."""
-    python = PEER_ENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_ENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", PEER_REQUIREMENT],
-                       check=True)
-    return python
 
 
 def cache_key(directory: Path, images: list[Path]) -> str:

@@ -89,6 +89,9 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     height, width = image.shape[:2]
     scale = size / max(height, width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    # Area averaging, slow as it is (0.6 ms from 450x450 to 128): halving by averaging and then
+    # one bilinear step took a fifth of that, but lost 2 of 979 AFLW faces and 1 of 6 in a
+    # group photo.
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
     pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
     square = np.zeros((size, size, 3), np.uint8)

@@ -88,7 +88,9 @@ class FullRange(StrEnum):
     """Where the full-range detector runs beside the short-range one."""
 
     ALWAYS = "always"
-    WHERE_NONE_FOUND = "where_none_found"  # only on images the short-range model found none in
+    # Only on images in which the short-range model found no large face: a portrait or a
+    # selfie needs no search for small faces, a group photo or a far scene does.
+    WHERE_NO_LARGE_FACE = "where_no_large_face"
     NEVER = "never"
 
 

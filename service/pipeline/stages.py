@@ -125,6 +125,18 @@ def keypoints_in_boxes(runtime: InferenceRuntime, images: list[np.ndarray],
     return results
 
 
+# A face whose box spans this share of the image's longer side is large: the short-range
+# detector sees it well, and an image holding one is a portrait, not a far scene.
+LARGE_FACE_OF_IMAGE = 0.2
+
+
+def has_large_face(found: Detections, request: ImageRequest) -> bool:
+    sides = np.max(found.boxes[:, 2:] - found.boxes[:, :2], axis=1)
+    large = (sides >= LARGE_FACE_OF_IMAGE * max(request.image.shape[:2])) & (
+        found.scores >= request.options.min_score)
+    return bool(large.any())
+
+
 def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], full_range: FullRange
                  ) -> list[Detections]:
     """The short-range detector, the better one on large faces, and the full-range one that
@@ -142,12 +154,12 @@ def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], full_r
     else:
         short = run_detector(runtime, SHORT_RANGE, images, lowest)
         full = [Detections.empty() for _ in images]
-        if full_range is FullRange.WHERE_NONE_FOUND:
-            empty = [i for i, (s, r) in enumerate(zip(short, requests, strict=True))
-                     if not (s.scores >= r.options.min_score).any()]
-            if empty:
-                for i, found in zip(empty, run_detector(runtime, FULL_RANGE,
-                                                        [images[i] for i in empty], lowest),
+        if full_range is FullRange.WHERE_NO_LARGE_FACE:
+            small = [i for i, (s, r) in enumerate(zip(short, requests, strict=True))
+                     if not has_large_face(s, r)]
+            if small:
+                for i, found in zip(small, run_detector(runtime, FULL_RANGE,
+                                                        [images[i] for i in small], lowest),
                                     strict=True):
                     full[i] = found
     results = []
