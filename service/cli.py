@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from service.config import get_settings
+from service.config import Quality, get_settings
 
 
 def _models_build(args: argparse.Namespace) -> int:
@@ -86,7 +86,7 @@ def _batch(args: argparse.Namespace) -> int:
 
     include = [name for name in args.include.split(",") if name]
     options = grpc_options(include, max_faces=args.max_faces, min_score=args.min_score,
-                           min_presence=args.min_presence)
+                           min_presence=args.min_presence, quality=args.quality)
     try:
         summary = run_batch(args.source, args.server, Path(args.out), options,
                             args.concurrency, args.retries)
@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     batch.add_argument("--max-faces", type=int, default=None)
     batch.add_argument("--min-score", type=float, default=None)
     batch.add_argument("--min-presence", type=float, default=None)
+    batch.add_argument("--quality", choices=[q.value for q in Quality], default=None,
+                       help="the preset; default the server's")
     batch.add_argument("--retries", type=int, default=6,
                        help="tries in a row without progress before giving up")
     batch.set_defaults(handler=_batch)

@@ -44,17 +44,17 @@ def check_option_names(options: dict[str, Any], known: Sequence[str]) -> None:
         raise ValueError(f"unknown option(s) {unknown}; choose from {sorted(known)}")
 
 
-OPTION_NAMES = ("max_faces", "min_score", "min_presence", "fx", "fy", "cx", "cy")
+OPTION_NAMES = ("max_faces", "min_score", "min_presence", "quality", "fx", "fy", "cx", "cy")
 
 
 def grpc_options(include: Sequence[str] = (), max_faces: int | None = None,
                  min_score: float | None = None, min_presence: float | None = None,
-                 fx: float | None = None, fy: float | None = None, cx: float | None = None,
-                 cy: float | None = None) -> pb.Options:
+                 quality: str | None = None, fx: float | None = None, fy: float | None = None,
+                 cx: float | None = None, cy: float | None = None) -> pb.Options:
     """The Options message; ValueError for an include name the service does not know."""
     options = pb.Options(include=[INCLUDE_VALUES[name] for name in check_include(include)])
     for name, value in (("max_faces", max_faces), ("min_score", min_score),
-                        ("min_presence", min_presence)):
+                        ("min_presence", min_presence), ("quality", quality)):
         if value is not None:
             setattr(options, name, value)
     for name, value in (("fx", fx), ("fy", fy), ("cx", cx), ("cy", cy)):
@@ -69,7 +69,7 @@ class RestClient:
 
     def faces(self, images: Sequence[bytes], include: Sequence[str] = (),
               boxes: Sequence[Sequence[Sequence[float]]] | None = None,
-              **options: float | int | None) -> list[dict[str, Any]]:
+              **options: float | int | str | None) -> list[dict[str, Any]]:
         """One entry per image, in order (``schemas.ImageOut``); raises httpx.HTTPStatusError
         for a 4xx/5xx, whose JSON body is ``{"error": {"code", "message"}}``."""
         check_option_names(options, OPTION_NAMES)

@@ -49,7 +49,8 @@ def test_include_is_split_on_commas_sorted_and_deduplicated() -> None:
 
 
 @pytest.mark.parametrize("fields", [{"foo": 1}, {"include": ["everything"]}, {"fx": 0},
-                                    {"min_score": 1.5}, {"cx": float("nan")}])
+                                    {"min_score": 1.5}, {"cx": float("nan")},
+                                    {"quality": "best"}])
 def test_every_transport_refuses_the_same_options(fields: dict[str, Any]) -> None:
     model = options_model(SETTINGS)
     with pytest.raises(ValueError):
@@ -61,6 +62,16 @@ def test_every_transport_refuses_the_same_options(fields: dict[str, Any]) -> Non
 def test_a_null_option_takes_its_default() -> None:
     setup = parse_config(SETTINGS, {"max_faces": None, "min_score": None, "fx": None})
     assert (setup.options.max_faces, setup.options.min_score) == (16, 0.5)
+
+
+def test_quality_defaults_to_the_server_setting_everywhere() -> None:
+    assert options_model(SETTINGS)().pipeline.quality == "balanced"
+    fast_server = Settings(grpc_port=0, default_quality="fast")
+    assert options_model(fast_server)().pipeline.quality == "fast"
+    assert parse_config(fast_server, {}).options.pipeline.quality == "fast"
+    assert parse_config(SETTINGS, {"quality": "accurate"}).options.pipeline.quality == "accurate"
+    model = options_model(SETTINGS)
+    assert options_from_proto(model, pb.Options(quality="fast")).quality == "fast"
 
 
 def test_grpc_options_are_validated_by_the_same_model() -> None:

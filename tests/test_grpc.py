@@ -83,9 +83,12 @@ def test_client_boxes_and_options_travel(grpc_target: str) -> None:
         detected = rpc.estimate([encode(astronaut())], include=["landmarks68"])[0]["faces"][0]
         points = np.array(detected["landmarks68"])
         box = [*points.min(axis=0), *points.max(axis=0)]
-        (entry,) = rpc.estimate([encode(astronaut())], boxes=[[box]], fx=900.0)
+        (entry,) = rpc.estimate([encode(astronaut())], boxes=[[box]], fx=900.0,
+                                quality="fast")
+        (default,) = rpc.estimate([encode(astronaut())])
     assert entry["camera"]["source"] == "request" and entry["camera"]["fx"] == 900.0
     assert entry["faces"][0]["score"] == 1.0
+    assert entry["quality"] == "fast" and default["quality"] == "balanced"
 
 
 def test_errors_map_to_status_codes(grpc_target: str) -> None:
@@ -93,6 +96,9 @@ def test_errors_map_to_status_codes(grpc_target: str) -> None:
         with pytest.raises(grpc.RpcError) as bad_option:
             rpc.estimate([encode(astronaut())], min_score=3.0)
         assert bad_option.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as bad_quality:
+            rpc.estimate([encode(astronaut())], quality="best")
+        assert bad_quality.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         with pytest.raises(grpc.RpcError) as bad_box:
             rpc.estimate([encode(astronaut())], boxes=[[[10, 10, 5, 5]]])
         assert bad_box.value.code() == grpc.StatusCode.INVALID_ARGUMENT

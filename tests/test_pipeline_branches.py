@@ -1,5 +1,6 @@
-"""The pipeline's optional steps, in process, over the real models: which model calls each
-branch makes, with the face-mesh model's presence score overridden to send a face down it."""
+"""The pipeline's optional steps and presets, in process, over the real models: which model
+calls each branch makes, with the face-mesh model's presence score overridden to send a face
+down it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from service.config import Settings
+from service.config import Quality, Settings
+from service.pipeline import stages
 from service.pipeline.estimate import estimate_faces
+from service.pipeline.presets import PRESETS
 from service.pipeline.records import ImageRequest, PipelineOptions
 from service.pipeline.solve import MESH_TRUSTED_PRESENCE, default_camera, euler_pitch_yaw_roll_deg
 from service.runtime import create_runtime
@@ -54,10 +57,18 @@ def runtime() -> Iterator[InferenceRuntime]:
     runtime.close()
 
 
-def astronaut_request(min_presence: float = 0.5) -> ImageRequest:
-    image = astronaut()
-    return ImageRequest(image, default_camera(512, 512, 40.0),
-                        PipelineOptions(max_faces=4, min_score=0.5, min_presence=min_presence))
+def astronaut_request(min_presence: float = 0.5, quality: Quality = Quality.ACCURATE,
+                      canvas: int = 512) -> ImageRequest:
+    """The astronaut, alone or in the corner of a larger grey canvas."""
+    image = np.full((canvas, canvas, 3), 90, np.uint8)
+    image[:512, :512] = astronaut()
+    return ImageRequest(image, default_camera(canvas, canvas, 40.0),
+                        PipelineOptions(max_faces=4, min_score=0.5, min_presence=min_presence,
+                                        quality=quality))
+
+
+def detector_calls(counting: CountingRuntime) -> list[str]:
+    return sorted(name for name, _ in counting.calls if name != MESH)
 
 
 def test_a_frontal_face_takes_one_call_per_detector_and_two_mesh_passes(
@@ -95,3 +106,58 @@ def test_a_face_lost_only_in_the_original_is_taken_from_the_mirrored_fit(
     ref_pitch, ref_yaw, ref_roll = euler_pitch_yaw_roll_deg(reference.pose.r_cam_from_model)
     # The mirrored fit of a frontal face agrees with the direct one to a few degrees.
     assert abs(yaw - ref_yaw) < 5 and abs(pitch - ref_pitch) < 5 and abs(roll - ref_roll) < 5
+
+
+def test_every_preset_locates_fits_and_solves_in_order() -> None:
+    assert set(PRESETS) == set(Quality)
+    for quality, preset in PRESETS.items():
+        assert preset.name == quality.value
+        order = [stages.locate, stages.sharpen, stages.fit, stages.refit, stages.search_lost,
+                 stages.solve, stages.mirror]
+        assert preset.stages[0] is stages.locate
+        assert {stages.fit, stages.solve} <= set(preset.stages)
+        assert [s for s in order if s in preset.stages] == list(preset.stages)
+    assert set(PRESETS[Quality.ACCURATE].stages) == set(order)
+
+
+def test_fast_is_one_detector_and_one_mesh_pass(runtime: InferenceRuntime) -> None:
+    counting = CountingRuntime(runtime)
+    (result,) = estimate_faces(counting, [astronaut_request(quality=Quality.FAST)])
+    assert result.quality == "fast" and len(result.faces) == 1
+    assert counting.mesh_batches() == [1]
+    assert detector_calls(counting) == ["face_detector_short"]
+    # A lost face stays lost: no search, no mirrored fit.
+    counting = CountingRuntime(runtime, lose=set(range(100)))
+    estimate_faces(counting, [astronaut_request(min_presence=0.0, quality=Quality.FAST)])
+    assert counting.mesh_batches() == [1]
+
+
+def test_balanced_searches_for_a_lost_face_but_fits_once(runtime: InferenceRuntime) -> None:
+    counting = CountingRuntime(runtime)
+    (result,) = estimate_faces(counting, [astronaut_request(quality=Quality.BALANCED)])
+    assert result.quality == "balanced" and len(result.faces) == 1
+    assert counting.mesh_batches() == [1]
+    assert detector_calls(counting) == ["face_detector_short"]
+    counting = CountingRuntime(runtime, lose=set(range(100)))
+    estimate_faces(counting, [astronaut_request(min_presence=0.0, quality=Quality.BALANCED)])
+    assert counting.mesh_batches() == [1, 12]
+
+
+def test_the_full_range_detector_runs_where_no_face_is_large(runtime: InferenceRuntime) -> None:
+    # The face is a tenth of a 1024 canvas: smaller faces may be there too.
+    counting = CountingRuntime(runtime)
+    (result,) = estimate_faces(counting, [astronaut_request(quality=Quality.BALANCED,
+                                                            canvas=1024)])
+    assert detector_calls(counting) == ["face_detector_full", "face_detector_short"]
+    assert len(result.faces) == 1
+
+
+def test_a_preset_gives_the_same_answer_alone_or_beside_another(
+        runtime: InferenceRuntime) -> None:
+    fast, accurate = (astronaut_request(quality=q) for q in (Quality.FAST, Quality.ACCURATE))
+    together = estimate_faces(runtime, [fast, accurate])
+    assert [r.quality for r in together] == ["fast", "accurate"]
+    for alone, beside in zip((estimate_faces(runtime, [fast])[0],
+                              estimate_faces(runtime, [accurate])[0]), together, strict=True):
+        np.testing.assert_allclose(alone.faces[0].pose.r_cam_from_model,
+                                   beside.faces[0].pose.r_cam_from_model, atol=1e-9)

@@ -293,6 +293,7 @@ def test_grpc_track_misuse_and_bad_config_are_invalid_argument(grpc_target: str,
         [frame_request(video.encoded[0], "a"), pb.TrackRequest(config=pb.TrackConfig())],
         [pb.TrackRequest(config=pb.TrackConfig(detect_every=0))],
         [pb.TrackRequest(config=pb.TrackConfig(options=pb.Options(min_presence=0.0)))],
+        [pb.TrackRequest(config=pb.TrackConfig(options=pb.Options(quality="best")))],
         [pb.TrackRequest()],
     ]
     with grpc.insecure_channel(grpc_target) as channel:

@@ -28,7 +28,7 @@ class PipelineOptions:
     min_score: float
     min_presence: float
     iris: bool = False
-    quality: Quality = Quality.ACCURATE
+    quality: Quality = Quality.BALANCED
 
 
 @dataclass
@@ -137,4 +137,4 @@ class Face:
 class ImageResult:
     camera: Camera
     faces: list[Face] = field(default_factory=list)
-    quality: str = Quality.ACCURATE.value  # the preset that ran
+    quality: str = Quality.BALANCED.value  # the preset that ran
