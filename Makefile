@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 BIN := $(VENV)/bin
 
-.PHONY: env models tools run run-triton test lint eval fuzz soak bench bench-scaling bench-batch render-example clean
+.PHONY: env models tools run run-triton test lint eval ablate fuzz soak bench bench-scaling bench-batch render-example clean
 
 env: $(VENV)/.installed
 
@@ -68,6 +68,10 @@ render-example: models
 
 eval: models
 	$(BIN)/python scripts/eval_aflw2000.py ../shared/data/aflw2000-dev
+
+# What each pipeline step buys and costs, on the large dev set, beside the peer.
+ablate: models
+	$(BIN)/python scripts/ablate.py ../shared/data/aflw2000-dev-large --boxes
 
 clean:
 	rm -rf $(VENV) model_repository/*/1 .triton
