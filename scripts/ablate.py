@@ -173,7 +173,7 @@ def main() -> int:
     run(runtime, settings, faces[:5], ACCURATE, boxes=False)  # warm-up
     print(f"{len(faces)} labelled faces in {args.directory}; the peer finds {len(peer)} "
           f"({len(peer) / len(faces):.1%}), MAE {mae(faces, peer):.2f} on them\n")
-    header = (f"{'configuration':<36}{'coverage':>9}{'MAE':>6}{'MAE common':>11}{'peer':>6}"
+    header = (f"{'configuration':<38}{'coverage':>9}{'MAE':>6}{'MAE common':>11}{'peer':>6}"
               f"{'NME68':>8}{'CPU ms':>8}{'calls':>7}{'crops':>7}"
               + (f"{'boxes MAE':>10}" if args.boxes else ""))
     print(header)
@@ -198,7 +198,7 @@ def main() -> int:
             boxed, *_ = run(runtime, settings, faces, preset, boxes=True)
             row["boxes_mae"] = mae(faces, {name: f["euler"] for name, f in boxed.items()})
         rows.append(row)
-        print(f"{label:<36}{row['coverage']:>9.1%}{row['mae']:>6.2f}{row['mae_common']:>11.2f}"
+        print(f"{label:<38}{row['coverage']:>9.1%}{row['mae']:>6.2f}{row['mae_common']:>11.2f}"
               f"{row['peer_mae_common']:>6.2f}{row['nme68']:>8.4f}{row['cpu_ms_per_image']:>8.1f}"
               f"{row['calls_per_image']:>7.2f}{row['mesh_crops_per_image']:>7.2f}"
               + (f"{row['boxes_mae']:>10.2f}" if args.boxes else ""), flush=True)

@@ -69,6 +69,9 @@ def test_render_changes_only_the_face(client: httpx.Client) -> None:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
     assert response.headers["x-face-count"] == "1"
+    assert response.headers["x-quality"] == "balanced"
+    assert render_call(client, data, quality="fast").headers["x-quality"] == "fast"
+    assert render_call(client, data, quality="best").status_code == 422
     drawn = decode(response.content)
     assert drawn.shape == image.shape
     changed = np.any(drawn != image, axis=2)

@@ -78,7 +78,7 @@ def render_router(core: Core, faces_query: type[RequestOptions]) -> APIRouter:
             "subject's left, y green: up, z blue: out of the face) and yaw, pitch and roll. "
             "Parts of the face the camera cannot see are drawn dimmer. The format comes from "
             "`format`, else the Accept header, else JPEG. The header X-Face-Count says how "
-            "many faces were drawn."),
+            "many faces were drawn, X-Quality which preset ran."),
         openapi_extra={"requestBody": image_request_body(max_images=1)},
     )
     async def render_image(request: Request,
@@ -98,6 +98,6 @@ def render_router(core: Core, faces_query: type[RequestOptions]) -> APIRouter:
         media_type, _ = FORMATS[chosen]
         return Response(picture, media_type=media_type,
                         headers={"X-Face-Count": str(len(outcome.result.faces)),
-                                 "Vary": "Accept"})
+                                 "X-Quality": outcome.result.quality, "Vary": "Accept"})
 
     return router

@@ -127,7 +127,7 @@ def keypoints_in_boxes(runtime: InferenceRuntime, images: list[np.ndarray],
 
 # A face whose box spans this share of the image's longer side is large: the short-range
 # detector sees it well, and an image holding one is a portrait, not a far scene.
-LARGE_FACE_OF_IMAGE = 0.15
+LARGE_FACE_OF_IMAGE = 0.1
 
 
 def has_large_face(found: Detections, request: ImageRequest) -> bool:
