@@ -13,7 +13,7 @@ the pose jump every ``detect_every`` frames.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -22,7 +22,13 @@ from service.pipeline.align import Regions, regions_from_landmarks
 from service.pipeline.detect import NUM_KEYPOINTS, box_iou
 from service.pipeline.iris import run_iris
 from service.pipeline.presets import PRESETS
-from service.pipeline.records import Face, ImageRequest, ImageWork, PipelineOptions
+from service.pipeline.records import (
+    Face,
+    FullRange,
+    ImageRequest,
+    ImageWork,
+    PipelineOptions,
+)
 from service.pipeline.smoothing import FaceSmoother, SmoothingParams
 from service.pipeline.solve import (
     Camera,
@@ -177,9 +183,11 @@ class Tracker:
                 lost: list[Track]) -> list[Track]:
         """New tracks for the faces the detector finds that no kept track follows."""
         options = self.settings.options
-        # The options' preset decides how faces are found and first fitted; following them
-        # from frame to frame is the tracker's own.
-        preset = PRESETS[options.quality]
+        # The options' preset decides how faces are first fitted; following them from frame
+        # to frame is the tracker's own. A detection frame looks for faces coming into view,
+        # small ones beside a large one included, so both detectors run whatever the preset:
+        # on one frame in ``detect_every``.
+        preset = replace(PRESETS[options.quality], full_range=FullRange.ALWAYS)
         (located,) = locate(self.runtime, [ImageWork.unlocated(
             ImageRequest(image, camera, options))], preset)
         boxes, scores = located.boxes, located.scores
