@@ -7,7 +7,7 @@ first frame, on any frame where a track is lost (its face-presence score falls b
 came into view. A face found again where a track was just lost keeps that track's id.
 
 Poses come from the mesh alone: the detector's keypoints, which steady near-profile poses in
-``pipeline.estimate``, exist only on the frames where it runs, and mixing them in would make
+``stages.solve``, exist only on the frames where it runs, and mixing them in would make
 the pose jump every ``detect_every`` frames.
 """
 
