@@ -1,0 +1,161 @@
+"""Recall by face size in large canvases: labelled AFLW2000-3D faces pasted at known sizes and
+places into photo-sized canvases, sent to the service, and matched.
+
+    python scripts/eval_recall.py [DIR] [--quality Q] [--url URL] [--sizes 48 64 ...]
+
+DIR is like ../shared/data/aflw2000-dev-large (images/, labels.npz). Each canvas is a blurred,
+tiled mosaic of other photos of the set (a background with texture, and no faces the labels
+would not know of), with faces pasted on a grid, one size per canvas, at seeded random offsets.
+A face's size is the longer side of the box around its 68 labelled points. Recall: a pasted
+face matched by a returned box (IoU over 0.3 with the pasted face's box); false faces: returned
+boxes matching none. Prints recall per face size and canvas, false faces, and ms per image and
+per megapixel. Nothing derived from the images is written anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eval_aflw2000 import service_client, tight_box
+
+from service.pipeline.detect import box_iou
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "aflw2000-dev-large"
+CANVASES = ((1920, 1080), (3000, 2000), (4032, 3024), (6000, 1000), (8000, 600))
+SIZES = (48, 64, 96, 128, 192)
+MATCH_IOU = 0.3
+FACES_PER_CANVAS = 24
+
+
+@dataclass(frozen=True)
+class Canvas:
+    name: str
+    jpeg: bytes
+    boxes: np.ndarray  # (N, 4) pasted faces, x1, y1, x2, y2
+
+
+def labelled_heads(directory: Path, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(head crop RGB, face box in the crop) of the first ``count`` near-frontal faces: a crop
+    twice the face's size, so that hair and neck come along."""
+    labels = np.load(directory / "labels.npz")
+    heads = []
+    for name, pose, points in zip(labels["name"], labels["pose_para"], labels["pt3d_68"],
+                                  strict=True):
+        if np.abs(np.degrees(pose[:3])).max() > 45:
+            continue
+        image = cv2.cvtColor(cv2.imread(str(directory / "images" / f"{name}.jpg")),
+                             cv2.COLOR_BGR2RGB)
+        box = tight_box(points[:2])
+        centre, side = (box[:2] + box[2:]) / 2, float(np.max(box[2:] - box[:2]))
+        low = np.maximum(np.round(centre - side).astype(int), 0)
+        high = np.minimum(np.round(centre + side).astype(int), image.shape[1::-1])
+        heads.append((image[low[1]:high[1], low[0]:high[0]], box - np.tile(low, 2)))
+        if len(heads) == count:
+            break
+    return heads
+
+
+def background(directory: Path, width: int, height: int, rng: np.random.Generator
+               ) -> np.ndarray:
+    """A mosaic of the set's photos, blurred until no face in them is one."""
+    paths = sorted((directory / "images").glob("*.jpg"))
+    tile = 300
+    canvas = np.zeros((height, width, 3), np.uint8)
+    for y in range(0, height, tile):
+        for x in range(0, width, tile):
+            photo = cv2.imread(str(paths[int(rng.integers(len(paths)))]))
+            patch = cv2.resize(photo, (tile, tile))
+            h, w = min(tile, height - y), min(tile, width - x)
+            canvas[y:y + h, x:x + w] = cv2.cvtColor(patch[:h, :w], cv2.COLOR_BGR2RGB)
+    return cv2.GaussianBlur(canvas, (0, 0), 12)
+
+
+def make_canvas(directory: Path, heads: list[tuple[np.ndarray, np.ndarray]], width: int,
+                height: int, size: int, rng: np.random.Generator) -> Canvas:
+    """Faces of ``size`` px in cells of a grid three faces wide, each at a random place in
+    its cell."""
+    canvas = background(directory, width, height, rng)
+    cell = 3 * size
+    cells = [(x0, y0) for y0 in range(0, height - cell + 1, cell)
+             for x0 in range(0, width - cell + 1, cell)]
+    # At most FACES_PER_CANVAS, below the service's max_faces, so that recall is not capped.
+    chosen = rng.choice(len(cells), min(len(cells), FACES_PER_CANVAS), replace=False)
+    boxes = []
+    for x0, y0 in (cells[i] for i in sorted(chosen)):
+        head, face = heads[int(rng.integers(len(heads)))]
+        scale = size / float(np.max(face[2:] - face[:2]))
+        resized = cv2.resize(head, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        h, w = resized.shape[:2]
+        if h > cell or w > cell:
+            continue
+        x, y = x0 + int(rng.integers(cell - w + 1)), y0 + int(rng.integers(cell - h + 1))
+        canvas[y:y + h, x:x + w] = resized
+        boxes.append(face * scale + [x, y, x, y])
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return Canvas(f"{width}x{height}", encoded.tobytes(), np.array(boxes).reshape(-1, 4))
+
+
+def score(found: list[dict[str, Any]], truth: np.ndarray) -> tuple[int, int]:
+    """(pasted faces matched, returned faces matching none)."""
+    boxes = np.array([face["box"] for face in found]).reshape(-1, 4)
+    matched = sum(1 for box in truth if len(boxes) and box_iou(box, boxes).max() > MATCH_IOU)
+    false = sum(1 for box in boxes if not len(truth) or box_iou(box, truth).max() <= MATCH_IOU)
+    return matched, false
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", type=Path, nargs="?", default=DEFAULT_DIR)
+    parser.add_argument("--url", help="a running facepose, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--quality", choices=["fast", "balanced", "accurate"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    heads = labelled_heads(args.directory, 200)
+    params: dict[str, Any] = {"max_faces": 32, **({"quality": args.quality}
+                                                  if args.quality else {})}
+    client_context: AbstractContextManager[httpx.Client] = service_client(args.url)
+    print(f"{'canvas':<11}" + "".join(f"{size:>8}px" for size in args.sizes)
+          + f"{'false':>7}{'ms/image':>10}{'ms/MP':>7}")
+    totals = {size: [0, 0] for size in args.sizes}
+    with client_context as client:
+        for width, height in CANVASES:
+            cells, false_faces, seconds = [], 0, 0.0
+            for size in args.sizes:
+                canvas = make_canvas(args.directory, heads, width, height, size, rng)
+                started = time.perf_counter()
+                response = client.post("/v1/faces", params=params, content=canvas.jpeg,
+                                       headers={"Content-Type": "image/jpeg"})
+                seconds += time.perf_counter() - started
+                response.raise_for_status()
+                matched, false = score(response.json()["images"][0]["faces"], canvas.boxes)
+                false_faces += false
+                totals[size][0] += matched
+                totals[size][1] += len(canvas.boxes)
+                cells.append(f"{matched:>4}/{len(canvas.boxes):<5}")
+            ms = seconds / len(args.sizes) * 1000
+            print(f"{f'{width}x{height}':<11}" + "".join(cells)
+                  + f"{false_faces:>7}{ms:>10.0f}{ms / (width * height / 1e6):>7.1f}")
+    print(f"{'recall':<11}" + "".join(f"{m / max(1, n):>10.0%}" for m, n in totals.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
