@@ -6,7 +6,9 @@ in this process with each optional step switched off in turn, beside the peer.
 Per configuration: coverage of the labelled faces, pose MAE on every face found, MAE on the
 faces the peer (scripts/peer_mediapipe.py) also finds beside the peer's own MAE on those same
 faces, 68-point NME, CPU ms per image (decode to poses, one image at a time, this process's
-CPU time: every thread the runtime uses counts) and model calls and face-mesh crops per image.
+CPU time: every thread the runtime uses counts), model calls and face-mesh crops per image, and
+"others": faces returned besides the labelled one (each photo has one labelled face; most
+others are false).
 With --boxes, also the boxes-mode MAE (the labelled face given, every face kept).
 The peer's poses are computed once and cached (scripts/peer_poses.py).
 """
@@ -112,15 +114,15 @@ def labelled_faces(directory: Path, limit: int | None) -> list[Labelled]:
 
 
 def run(runtime: CountingRuntime, settings: Settings, faces: list[Labelled], preset: Preset,
-        boxes: bool) -> tuple[dict[str, dict[str, Any]], float, Counter[str], Counter[str]]:
+        boxes: bool) -> tuple[dict[str, dict[str, Any]], float, Counter[str], Counter[str], int]:
     """Per image name, the matched face's Euler angles and NME (absent when missed); CPU
-    seconds; model calls and items."""
+    seconds; model calls and items; faces returned besides the labelled ones."""
     options = options_model(settings)(include=["landmarks68"])
     landmarks68 = load_canonical_face().landmarks68
     runtime.calls.clear()
     runtime.items.clear()
     found: dict[str, dict[str, Any]] = {}
-    cpu = 0.0
+    cpu, returned = 0.0, 0
     for face in faces:
         given = face.truth_box[None] if boxes else None
         image_options = options.model_copy(update={"min_presence": 0.0}) if boxes else options
@@ -131,6 +133,7 @@ def run(runtime: CountingRuntime, settings: Settings, faces: list[Labelled], pre
         assert decoded.request is not None, decoded.error
         (result,) = estimate_faces(runtime, [decoded.request], preset)
         cpu += time.process_time() - started
+        returned += len(result.faces)
         match = match_face([{"box": f.box.tolist(), "face": f} for f in result.faces],
                            face.truth_box)
         if match is None:
@@ -140,7 +143,7 @@ def run(runtime: CountingRuntime, settings: Settings, faces: list[Labelled], pre
         distances = np.linalg.norm(fitted.landmarks_px[landmarks68, :2] - face.points68, axis=1)
         found[face.name] = {"euler": np.array(euler_pitch_yaw_roll_deg(
             fitted.pose.r_cam_from_model)), "nme": float(distances.mean() / size)}
-    return found, cpu, Counter(runtime.calls), Counter(runtime.items)
+    return found, cpu, Counter(runtime.calls), Counter(runtime.items), returned - len(found)
 
 
 def mae(faces: list[Labelled], euler: dict[str, np.ndarray]) -> float:
@@ -174,18 +177,20 @@ def main() -> int:
     print(f"{len(faces)} labelled faces in {args.directory}; the peer finds {len(peer)} "
           f"({len(peer) / len(faces):.1%}), MAE {mae(faces, peer):.2f} on them\n")
     header = (f"{'configuration':<38}{'coverage':>9}{'MAE':>6}{'MAE common':>11}{'peer':>6}"
-              f"{'NME68':>8}{'CPU ms':>8}{'calls':>7}{'crops':>7}"
+              f"{'NME68':>8}{'CPU ms':>8}{'calls':>7}{'crops':>7}{'others':>7}"
               + (f"{'boxes MAE':>10}" if args.boxes else ""))
     print(header)
     rows = []
     for label, preset in configurations():
         if args.only and not any(word in label for word in args.only.split(",")):
             continue
-        found, cpu, calls, items = run(runtime, settings, faces, preset, boxes=False)
+        # Named apart: estimate_faces groups images by preset name.
+        preset = replace(preset, name=label.strip())
+        found, cpu, calls, items, others = run(runtime, settings, faces, preset, boxes=False)
         euler = {name: f["euler"] for name, f in found.items()}
         common = [f for f in faces if f.name in euler and f.name in peer]
         row = {
-            "configuration": label.strip(), "preset": preset.name,
+            "configuration": label.strip(),
             "coverage": len(found) / len(faces), "mae": mae(faces, euler),
             "mae_common": mae(common, euler), "peer_mae_common": mae(common, peer),
             "common_faces": len(common),
@@ -193,6 +198,7 @@ def main() -> int:
             "cpu_ms_per_image": cpu / len(faces) * 1000,
             "calls_per_image": sum(calls.values()) / len(faces),
             "mesh_crops_per_image": items[MESH] / len(faces),
+            "other_faces": others,
         }
         if args.boxes:
             boxed, *_ = run(runtime, settings, faces, preset, boxes=True)
@@ -201,6 +207,7 @@ def main() -> int:
         print(f"{label:<38}{row['coverage']:>9.1%}{row['mae']:>6.2f}{row['mae_common']:>11.2f}"
               f"{row['peer_mae_common']:>6.2f}{row['nme68']:>8.4f}{row['cpu_ms_per_image']:>8.1f}"
               f"{row['calls_per_image']:>7.2f}{row['mesh_crops_per_image']:>7.2f}"
+              f"{row['other_faces']:>7}"
               + (f"{row['boxes_mae']:>10.2f}" if args.boxes else ""), flush=True)
     print("\nMAE common: on the faces both this configuration and the peer find; peer: the "
           "peer's MAE on those same faces.")

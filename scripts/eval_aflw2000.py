@@ -22,6 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from service.config import Quality
+
 
 def tight_box(points68: np.ndarray) -> np.ndarray:
     """(2, 68) x, y -> (4,) x1, y1, x2, y2."""
@@ -100,7 +102,7 @@ def main() -> int:
     parser.add_argument("directory", type=Path)
     parser.add_argument("--url", help="a running facepose, e.g. http://127.0.0.1:8080")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--quality", choices=["fast", "balanced", "accurate"],
+    parser.add_argument("--quality", choices=[q.value for q in Quality],
                         help="the preset (default: the server's)")
     args = parser.parse_args()
     with service_client(args.url) as client:

@@ -13,14 +13,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-
 class Quality(StrEnum):
-    """The presets a client chooses between; ``service.pipeline.presets`` says what each runs.
-    Here, beside the settings, because the server default is one of them."""
+    """The pipeline preset: fast (fewest model calls), balanced, accurate (every step)."""
 
+    # Declared beside the settings, whose default is one of them; service.pipeline.presets
+    # says what each runs.
     FAST = "fast"
     BALANCED = "balanced"
     ACCURATE = "accurate"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACEPOSE_")

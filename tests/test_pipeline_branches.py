@@ -11,6 +11,7 @@ import pytest
 
 from service.config import Quality, Settings
 from service.pipeline import stages
+from service.pipeline.detect import tile_levels
 from service.pipeline.estimate import estimate_faces
 from service.pipeline.presets import PRESETS
 from service.pipeline.records import ImageRequest, PipelineOptions
@@ -77,8 +78,10 @@ def test_a_frontal_face_takes_one_call_per_detector_and_two_mesh_passes(
     (result,) = estimate_faces(counting, [astronaut_request()])
     assert len(result.faces) == 1
     assert counting.mesh_batches() == [1, 1]
+    # The whole 512 px image shows faces of 64 px and up, as small as accurate looks: no tiles.
     assert sorted(name for name, _ in counting.calls if name != MESH) == [
         "face_detector_full", "face_detector_short"]
+    assert result.min_face_px == 64
 
 
 def test_a_lost_face_is_searched_for_then_fitted_mirrored(runtime: InferenceRuntime) -> None:
@@ -144,12 +147,23 @@ def test_balanced_searches_for_a_lost_face_but_fits_once(runtime: InferenceRunti
 
 
 def test_the_full_range_detector_runs_where_no_face_is_large(runtime: InferenceRuntime) -> None:
-    # The face is a tenth of a 1024 canvas: smaller faces may be there too.
+    # The face is a tenth of a 1024 canvas: smaller faces may be there too. The whole image
+    # shows faces of 128 px and up; tiles (one call) the ones down to 64.
     counting = CountingRuntime(runtime)
     (result,) = estimate_faces(counting, [astronaut_request(quality=Quality.BALANCED,
                                                             canvas=1024)])
-    assert detector_calls(counting) == ["face_detector_full", "face_detector_short"]
-    assert len(result.faces) == 1
+    assert detector_calls(counting) == ["face_detector_full", "face_detector_short",
+                                        "face_detector_short"]
+    assert len(result.faces) == 1 and result.min_face_px == 64
+
+
+def test_tiles_follow_the_area_and_stop_where_the_whole_image_sees() -> None:
+    assert tile_levels(450, 450, 128, 64) == []  # the large dev set's photos: one pass
+    small, large = (sum(len(c) for _, c in tile_levels(w, h, 128, 64))
+                    for w, h in ((1920, 1080), (4032, 3024)))
+    assert 0 < small < large
+    sides = [side for side, _ in tile_levels(4032, 3024, 128, 64)]
+    assert sides == sorted(sides) and sides[0] == 410
 
 
 def test_a_preset_gives_the_same_answer_alone_or_beside_another(

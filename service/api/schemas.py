@@ -93,6 +93,9 @@ class ImageOut(BaseModel):
     camera: CameraOut | None = None
     faces: list[FaceOut] = Field(default_factory=list)
     quality: Quality | None = Field(default=None, description="The preset that ran.")
+    min_face_px: int | None = Field(
+        default=None, description="The smallest face searched for, pixels (a client's box: "
+                                  "none searched for).")
     error: ErrorDetail | None = None
 
 

@@ -56,7 +56,8 @@ def image_dict(outcome: ImageOutcome, include: frozenset[str]) -> dict[str, Any]
     if outcome.result is None:
         assert outcome.error is not None  # an image is either estimated or failed
         return {"index": outcome.index, "width": None, "height": None, "camera": None,
-                "faces": [], "quality": None, "error": error_dict(outcome.error)}
+                "faces": [], "quality": None, "min_face_px": None,
+                "error": error_dict(outcome.error)}
     return {
         "index": outcome.index,
         "width": outcome.width,
@@ -64,6 +65,7 @@ def image_dict(outcome: ImageOutcome, include: frozenset[str]) -> dict[str, Any]
         "camera": camera_dict(outcome.result.camera),
         "faces": [face_dict(face_output(face, include)) for face in outcome.result.faces],
         "quality": outcome.result.quality,
+        "min_face_px": outcome.result.min_face_px,
         "error": None,
     }
 

@@ -16,6 +16,7 @@ from service.config import Settings
 from service.errors import FaceposeError, TooManyImages
 from service.metrics import IMAGE_ERRORS, STAGE_SECONDS
 from service.pipeline.decode import check_image, decode_pixels, reduction_for
+from service.pipeline.detect import max_reduction_for
 from service.pipeline.records import ImageRequest, ImageResult
 from service.pipeline.scale import rescale_boxes, rescale_camera
 
@@ -61,8 +62,14 @@ def decode_request_images(settings: Settings, images: EncodedImages, options: Re
             with STAGE_SECONDS.labels("decode").time():
                 image_format, full_width, full_height = check_image(
                     data, settings.max_image_bytes, settings.max_image_pixels)
-                reduction = (reduction_for(image_format, full_width, full_height,
-                                           settings.decode_working_side) if reduce else 1)
+                # Never so reduced that the smallest face searched for is lost in the pixels
+                # (a client's boxes search for none).
+                given = images.boxes is not None and images.boxes[index] is not None
+                reduction = (min(reduction_for(image_format, full_width, full_height,
+                                               settings.decode_working_side),
+                                 max_reduction_for(None if given
+                                                   else options.min_face_px_searched))
+                             if reduce else 1)
                 image = decode_pixels(data, image_format, reduction)
         except FaceposeError as exc:
             IMAGE_ERRORS.labels(exc.code).inc()

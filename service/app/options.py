@@ -26,9 +26,10 @@ from pydantic import (
 from pydantic import create_model as pydantic_model
 from pydantic.fields import FieldInfo
 
-from service.config import Settings
+from service.config import Quality, Settings
 from service.errors import BadOption, TooManyBoxes
-from service.pipeline.records import PipelineOptions, Quality
+from service.pipeline.presets import PRESETS
+from service.pipeline.records import PipelineOptions
 from service.pipeline.solve import Camera, default_camera
 
 # Pixel coordinates and focal lengths beyond this are no camera's: they only overflow the maths.
@@ -86,9 +87,15 @@ class RequestOptions(BaseModel):
                                  "keeps every face.")
     quality: Quality = Field(
         default=Quality.BALANCED,
-        description="Which pipeline runs: fast (fewest model calls), balanced (the default: more "
-                    "faces and better poses than MediaPipe, faster), accurate (every step, for "
-                    "turned faces and offline work). Each image entry says which ran.")
+        description="Which pipeline runs: fast (fewest model calls), balanced (more faces and "
+                    "better poses than MediaPipe, at twice fast's cost), accurate (every step, "
+                    "for turned faces and offline work). Each image entry says which ran.")
+    min_face_px: int | None = Field(
+        default=None, ge=16, le=4096,
+        description="The smallest face to search for, pixels (the longer side of the face from "
+                    "brows to chin); default the preset's: fast only what one pass over the "
+                    "whole image finds, balanced and accurate 64. Large images are searched in "
+                    "tiles down to it; each image entry's min_face_px says what was searched.")
     fx: FocalLength | None = Field(default=None, description="Focal length x, pixels; alone it "
                                                              "sets fy too.")
     fy: FocalLength | None = Field(default=None, description="Focal length y, pixels.")
@@ -110,7 +117,15 @@ class RequestOptions(BaseModel):
     @property
     def pipeline(self) -> PipelineOptions:
         return PipelineOptions(self.max_faces, self.min_score, self.min_presence,
-                               iris=Include.IRIS in self.include, quality=self.quality)
+                               iris=Include.IRIS in self.include, quality=self.quality,
+                               min_face_px=self.min_face_px)
+
+    @property
+    def min_face_px_searched(self) -> int | None:
+        """The smallest face asked for, the client's or the preset's (None: one pass)."""
+        if self.min_face_px is not None:
+            return self.min_face_px
+        return PRESETS[self.quality].min_face_px
 
     def camera_for(self, width: int, height: int, fov_deg: float) -> Camera:
         """The request's intrinsics for an image of this size, the default ones filling in."""

@@ -128,6 +128,7 @@ def parse_config(settings: Settings, data: Any,
     effective = {
         "include": sorted(config.included), "max_faces": config.max_faces,
         "min_score": config.min_score, "min_presence": config.min_presence,
+        "quality": config.quality.value, "min_face_px": config.min_face_px_searched,
         "fx": config.fx, "fy": config.fy, "cx": config.cx, "cy": config.cy,
         "detect_every": detect_every, "fps": config.fps,
         "smoothing": {"enabled": config.smoothing.enabled,

@@ -35,20 +35,22 @@ class Intrinsics(_message.Message):
     def __init__(self, fx: _Optional[float] = ..., fy: _Optional[float] = ..., cx: _Optional[float] = ..., cy: _Optional[float] = ...) -> None: ...
 
 class Options(_message.Message):
-    __slots__ = ("include", "max_faces", "min_score", "min_presence", "intrinsics", "quality")
+    __slots__ = ("include", "max_faces", "min_score", "min_presence", "intrinsics", "quality", "min_face_px")
     INCLUDE_FIELD_NUMBER: _ClassVar[int]
     MAX_FACES_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     MIN_PRESENCE_FIELD_NUMBER: _ClassVar[int]
     INTRINSICS_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    MIN_FACE_PX_FIELD_NUMBER: _ClassVar[int]
     include: _containers.RepeatedScalarFieldContainer[Include]
     max_faces: int
     min_score: float
     min_presence: float
     intrinsics: Intrinsics
     quality: str
-    def __init__(self, include: _Optional[_Iterable[_Union[Include, str]]] = ..., max_faces: _Optional[int] = ..., min_score: _Optional[float] = ..., min_presence: _Optional[float] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., quality: _Optional[str] = ...) -> None: ...
+    min_face_px: int
+    def __init__(self, include: _Optional[_Iterable[_Union[Include, str]]] = ..., max_faces: _Optional[int] = ..., min_score: _Optional[float] = ..., min_presence: _Optional[float] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., quality: _Optional[str] = ..., min_face_px: _Optional[int] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
@@ -195,7 +197,7 @@ class Face(_message.Message):
     def __init__(self, box: _Optional[_Iterable[float]] = ..., score: _Optional[float] = ..., presence: _Optional[float] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., landmarks68: _Optional[_Iterable[float]] = ..., landmarks: _Optional[_Iterable[float]] = ..., mesh_vertices_mm: _Optional[_Iterable[float]] = ..., iris: _Optional[_Union[IrisPair, _Mapping]] = ..., visible: _Optional[_Iterable[bool]] = ..., visible68: _Optional[_Iterable[bool]] = ..., track_id: _Optional[int] = ...) -> None: ...
 
 class ImageResult(_message.Message):
-    __slots__ = ("index", "width", "height", "camera", "faces", "error", "quality")
+    __slots__ = ("index", "width", "height", "camera", "faces", "error", "quality", "min_face_px")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -203,6 +205,7 @@ class ImageResult(_message.Message):
     FACES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    MIN_FACE_PX_FIELD_NUMBER: _ClassVar[int]
     index: int
     width: int
     height: int
@@ -210,7 +213,8 @@ class ImageResult(_message.Message):
     faces: _containers.RepeatedCompositeFieldContainer[Face]
     error: Error
     quality: str
-    def __init__(self, index: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., camera: _Optional[_Union[Camera, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., quality: _Optional[str] = ...) -> None: ...
+    min_face_px: int
+    def __init__(self, index: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., camera: _Optional[_Union[Camera, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., quality: _Optional[str] = ..., min_face_px: _Optional[int] = ...) -> None: ...
 
 class GetMeshTopologyRequest(_message.Message):
     __slots__ = ()

@@ -33,7 +33,8 @@ def _option_fields(options: pb.Options) -> dict[str, Any]:
     is refused as REST refuses an unknown include name."""
     return {
         "include": [INCLUDE_NAMES.get(value, f"unknown({value})") for value in options.include],
-        **_set_fields(options, ("max_faces", "min_score", "min_presence", "quality")),
+        **_set_fields(options, ("max_faces", "min_score", "min_presence", "quality",
+                                "min_face_px")),
         **_set_fields(options.intrinsics, ("fx", "fy", "cx", "cy")),
     }
 
@@ -111,7 +112,8 @@ def image_message(outcome: ImageOutcome, include: frozenset[str]) -> pb.ImageRes
         message.error.CopyFrom(error_message(outcome.error))
         return message
     message.camera.CopyFrom(camera_message(outcome.result.camera))
-    message.quality = outcome.result.quality
+    message.quality = outcome.result.quality or ""
+    message.min_face_px = outcome.result.min_face_px or 0
     for face in outcome.result.faces:
         fill_face(message.faces.add(), face_output(face, include))
     return message
@@ -145,8 +147,8 @@ def image_result_to_dict(result: pb.ImageResult) -> dict[str, Any]:
     """A gRPC ImageResult in the REST shape (what `facepose batch` writes per image)."""
     if result.HasField("error"):
         return {"index": result.index, "width": None, "height": None, "camera": None,
-                "faces": [], "quality": None, "error": {"code": result.error.code,
-                                       "message": result.error.message}}
+                "faces": [], "quality": None, "min_face_px": None,
+                "error": {"code": result.error.code, "message": result.error.message}}
     camera = result.camera
     faces = []
     for face in result.faces:
@@ -180,4 +182,5 @@ def image_result_to_dict(result: pb.ImageResult) -> dict[str, Any]:
     return {"index": result.index, "width": result.width, "height": result.height,
             "camera": {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy,
                        "source": camera.source},
-            "faces": faces, "quality": result.quality, "error": None}
+            "faces": faces, "quality": result.quality, "min_face_px": result.min_face_px,
+            "error": None}

@@ -35,7 +35,9 @@ def to_full_size(result: ImageResult, reduction: int) -> ImageResult:
 def finish(runtime: InferenceRuntime, work: ImageWork, preset: Preset) -> ImageResult:
     """The faces a client gets: present, with a pose, their meshes in mm, irises if asked."""
     request, face_model = work.request, load_canonical_face()
-    result = ImageResult(request.camera, quality=preset.name)
+    result = ImageResult(request.camera, quality=preset.name,
+                         min_face_px=None if work.min_face_px is None
+                         else round(work.min_face_px * request.reduction))
     for box, score, face_landmarks, face_presence, pose in zip(
             work.boxes, work.scores, work.landmarks, work.presence, work.poses, strict=True):
         if face_presence < request.options.min_presence:
@@ -79,4 +81,5 @@ def estimate_faces(runtime: InferenceRuntime, requests: list[ImageRequest],
         for i, result in zip(indices, run_preset(runtime, [requests[i] for i in indices],
                                                  chosen), strict=True):
             results[i] = result
+    assert all(r is not None for r in results)  # every image is in one group
     return [r for r in results if r is not None]

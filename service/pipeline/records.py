@@ -29,6 +29,7 @@ class PipelineOptions:
     min_presence: float
     iris: bool = False
     quality: Quality = Quality.BALANCED
+    min_face_px: int | None = None  # smallest face searched for, full-size pixels; None: preset's
 
 
 @dataclass
@@ -65,6 +66,7 @@ class ImageWork:
     landmarks: np.ndarray | None = None  # (N, 468, 3) image pixels
     presence: np.ndarray | None = None  # (N,) face-presence scores of the mesh
     poses: tuple[Pose, ...] | None = None
+    min_face_px: float | None = None  # the smallest face searched for, this image's pixels
 
     @classmethod
     def unlocated(cls, request: ImageRequest) -> ImageWork:
@@ -116,6 +118,9 @@ class Preset:
     mirror_from: MirrorFrom = MirrorFrom.DETECTOR
     # Faces turned further than this (or lost by the mesh) get the mirrored fit averaged in.
     mirror_above_yaw_deg: float = 25.0
+    # The smallest face (full-size pixels) searched for in tiles where the whole-image pass
+    # would miss it; None: the whole-image pass only.
+    min_face_px: int | None = None
 
     def without(self, stage: Stage) -> Preset:
         return replace(self, name=f"{self.name} - {stage.__name__}",
@@ -137,4 +142,5 @@ class Face:
 class ImageResult:
     camera: Camera
     faces: list[Face] = field(default_factory=list)
-    quality: str = Quality.BALANCED.value  # the preset that ran
+    quality: str | None = None  # the preset that ran
+    min_face_px: int | None = None  # the smallest face searched for, full-size pixels

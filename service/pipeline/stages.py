@@ -29,8 +29,10 @@ from service.pipeline.detect import (
     Detections,
     box_iou,
     detect_in_squares,
+    detect_in_tiles,
     merge_detections,
     run_detector,
+    whole_image_min_face_px,
 )
 from service.pipeline.mesh import mesh_input_size, run_mesh
 from service.pipeline.mirror import (
@@ -54,6 +56,8 @@ from service.pipeline.solve import (
 from service.runtime.base import InferenceRuntime
 
 SHORT_RANGE, FULL_RANGE = "face_detector_short", "face_detector_full"
+# The input of the detector whose whole-image pass every preset runs.
+WHOLE_IMAGE_INPUT = 128
 
 
 @cache
@@ -131,18 +135,31 @@ LARGE_FACE_OF_IMAGE = 0.1
 
 
 def has_large_face(found: Detections, request: ImageRequest) -> bool:
+    """Whether a kept detection spans LARGE_FACE_OF_IMAGE of the image's longer side."""
     sides = np.max(found.boxes[:, 2:] - found.boxes[:, :2], axis=1)
     large = (sides >= LARGE_FACE_OF_IMAGE * max(request.image.shape[:2])) & (
         found.scores >= request.options.min_score)
     return bool(large.any())
 
 
-def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], full_range: FullRange
+def min_face_searched_px(request: ImageRequest, preset: Preset) -> float:
+    """The smallest face searched for in this image, its own pixels: the client's or the
+    preset's, or what the whole-image pass sees where that is smaller or neither asks."""
+    height, width = request.image.shape[:2]
+    whole = whole_image_min_face_px(width, height, WHOLE_IMAGE_INPUT)
+    asked = request.options.min_face_px
+    asked = preset.min_face_px if asked is None else asked
+    return whole if asked is None else min(whole, asked / request.reduction)
+
+
+def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], preset: Preset
                  ) -> list[Detections]:
     """The short-range detector, the better one on large faces, and the full-range one that
-    finds the small faces it misses where ``full_range`` says; one batched call each."""
+    finds the small faces it misses where the preset says; one batched call each. Where faces
+    smaller than a whole-image pass sees are searched for, tiles too."""
     if not requests:
         return []
+    full_range = preset.full_range
     images = [r.image for r in requests]
     lowest = min(r.options.min_score for r in requests)
     if full_range is FullRange.ALWAYS:
@@ -162,9 +179,11 @@ def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], full_r
                                                         [images[i] for i in small], lowest),
                                     strict=True):
                     full[i] = found
+    tiled = detect_in_tiles(runtime, images, [min_face_searched_px(r, preset) for r in requests],
+                            lowest)
     results = []
-    for s, f, request in zip(short, full, requests, strict=True):
-        found = merge_detections(s, f)
+    for s, f, t, request in zip(short, full, tiled, requests, strict=True):
+        found = merge_detections(merge_detections(s, f), t)
         found = found.take(np.flatnonzero(found.scores >= request.options.min_score))
         results.append(found.take(np.argsort(-found.scores)[: request.options.max_faces]))
     return results
@@ -177,7 +196,7 @@ def locate(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
     to_detect = [i for i, r in enumerate(requests) if r.boxes is None]
     given = [i for i, r in enumerate(requests) if r.boxes is not None]
     with STAGE_SECONDS.labels("detect").time():
-        detected = detect_faces(runtime, [requests[i] for i in to_detect], preset.full_range)
+        detected = detect_faces(runtime, [requests[i] for i in to_detect], preset)
         client_boxes = [np.asarray(requests[i].boxes, np.float64).reshape(-1, 4)
                         [: requests[i].options.max_faces] for i in given]
         client_keypoints = keypoints_in_boxes(runtime, [requests[i].image for i in given],
@@ -186,7 +205,8 @@ def locate(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
     for i, found in zip(to_detect, detected, strict=True):
         located[i] = replace(works[i], boxes=found.boxes, scores=found.scores,
                              keypoints=found.keypoints,
-                             regions=regions_from_detections(found.boxes, found.keypoints))
+                             regions=regions_from_detections(found.boxes, found.keypoints),
+                             min_face_px=min_face_searched_px(requests[i], preset))
     for i, box, keypoints in zip(given, client_boxes, client_keypoints, strict=True):
         angles = np.nan_to_num(eye_line_angle(keypoints[:, 0], keypoints[:, 1]))
         located[i] = replace(works[i], boxes=box, scores=np.ones(len(box)), keypoints=keypoints,
@@ -224,7 +244,9 @@ def sharpen(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
                 np.asarray(request.boxes, np.float64).reshape(-1, 4), factor))
         sharpened.append(replace(work, request=request, boxes=rescale_boxes(work.boxes, factor),
                                  keypoints=rescale_xy(work.keypoints, factor),
-                                 regions=rescale_regions(work.regions, factor)))
+                                 regions=rescale_regions(work.regions, factor),
+                                 min_face_px=None if work.min_face_px is None
+                                 else work.min_face_px * factor))
     return sharpened
 
 
@@ -237,12 +259,12 @@ def fit_meshes(runtime: InferenceRuntime, images: list[np.ndarray],
     Returns per image: landmarks (N, 468, 3) in image pixels and presence (N,).
     """
     crop_size = mesh_input_size(runtime)
-    with STAGE_SECONDS.labels("crop").time():
-        crops = [crop_regions(image, r, crop_size)
-                 for image, r in zip(images, regions, strict=True)]
     counts = [len(r) for r in regions]
     if not sum(counts):
         return ([np.zeros((0, 468, 3)) for _ in regions], [np.zeros(0) for _ in regions])
+    with STAGE_SECONDS.labels("crop").time():
+        crops = [crop_regions(image, r, crop_size)
+                 for image, r in zip(images, regions, strict=True)]
     with STAGE_SECONDS.labels("mesh").time():
         landmarks, presence = run_mesh(runtime, np.concatenate(crops))
     transforms = np.concatenate([crop_to_image_transforms(r, crop_size) for r in regions])
@@ -335,6 +357,7 @@ FIT_STAGES = (fit, refit, search_lost)
 
 def run_fit_stages(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
                    ) -> list[ImageWork]:
+    """The preset's mesh-fitting stages alone, in its order."""
     for stage in preset.stages:
         if stage in FIT_STAGES:
             works = stage(runtime, works, preset)
@@ -384,7 +407,10 @@ def _mirrored_located(runtime: InferenceRuntime, works: list[ImageWork], preset:
             poses=None))
     if preset.mirror_from is not MirrorFrom.DETECTOR:
         return mirrored
-    again = locate(runtime, [ImageWork.unlocated(m.request) for m in mirrored], preset)
+    # The faces to relocate are known: no tiles for new small ones.
+    again = locate(runtime, [ImageWork.unlocated(replace(m.request, options=replace(
+        m.request.options, min_face_px=None))) for m in mirrored], replace(preset,
+                                                                         min_face_px=None))
     relocated = []
     for fallback, found in zip(mirrored, again, strict=True):
         if fallback.request.boxes is not None:

@@ -1,0 +1,81 @@
+"""Small faces in large photos: found in tiles, in process, over the real models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from service.app.images import EncodedImages, decode_request_images
+from service.app.options import options_model
+from service.config import Settings
+from service.pipeline.detect import box_iou
+from service.pipeline.estimate import estimate_faces
+from service.runtime import create_runtime
+from service.runtime.base import InferenceRuntime
+from tests.images import astronaut, encode
+
+SETTINGS = Settings(grpc_port=0)
+# The astronaut's face spans about 94 of her 512 px.
+FACE_OF_PHOTO = 94 / 512
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Iterator[InferenceRuntime]:
+    runtime = create_runtime(SETTINGS)
+    yield runtime
+    runtime.close()
+
+
+def group(face_px: int, width: int, height: int) -> tuple[bytes, np.ndarray]:
+    """Astronauts with faces of about ``face_px`` spread over a grey canvas; the JPEG and
+    where each photo went (N, 4)."""
+    side = round(face_px / FACE_OF_PHOTO)
+    photo = cv2.resize(astronaut(), (side, side), interpolation=cv2.INTER_AREA)
+    canvas = np.full((height, width, 3), 110, np.uint8)
+    placed = []
+    step = side * 5 // 4
+    for y in range(side // 4, height - side, step):
+        for x in range(side // 4, width - side, step):
+            canvas[y:y + side, x:x + side] = photo
+            placed.append([x, y, x + side, y + side])
+    return encode(canvas, quality=90), np.array(placed, float)
+
+
+def test_faces_of_80_px_in_a_6_megapixel_photo_are_found_in_tiles(
+        runtime: InferenceRuntime) -> None:
+    data, placed = group(80, 3000, 2000)
+    assert len(placed) >= 12
+    model = options_model(SETTINGS)
+    results = {}
+    for quality in ("fast", "balanced"):
+        (decoded,) = decode_request_images(
+            SETTINGS, EncodedImages([data], whole=True),
+            model.model_validate({"max_faces": 32, "quality": quality}))
+        assert decoded.request is not None
+        (results[quality],) = estimate_faces(runtime, [decoded.request])
+    # One pass over the whole photo sees faces of 375 px and up: none of these.
+    assert len(results["fast"].faces) <= 2 and results["fast"].min_face_px == 375
+    faces = results["balanced"].faces
+    assert results["balanced"].min_face_px == 64
+    inside = [any(box_iou(face.box, placed[k:k + 1])[0] > 0 for face in faces)
+              for k in range(len(placed))]
+    assert np.mean(inside) >= 0.9
+    # Every face found is one of hers, found once.
+    assert len(faces) <= len(placed)
+    assert all(box_iou(face.box, placed).max() > 0 for face in faces)
+
+
+def test_the_client_chooses_how_small(runtime: InferenceRuntime) -> None:
+    data, _ = group(80, 3000, 2000)
+    model = options_model(SETTINGS)
+    (decoded,) = decode_request_images(
+        SETTINGS, EncodedImages([data], whole=True),
+        model.model_validate({"quality": "fast", "min_face_px": 64}))
+    assert decoded.request is not None
+    (result,) = estimate_faces(runtime, [decoded.request])
+    assert result.min_face_px == 64 and len(result.faces) >= 10
+    with pytest.raises(ValueError, match="min_face_px"):
+        model.model_validate({"min_face_px": 8})
