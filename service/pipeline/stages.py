@@ -26,6 +26,7 @@ from service.pipeline.align import (
     regions_from_landmarks,
 )
 from service.pipeline.detect import (
+    TILE_SLACK,
     Detections,
     box_iou,
     detect_in_squares,
@@ -149,7 +150,9 @@ def min_face_searched_px(request: ImageRequest, preset: Preset) -> float:
     whole = whole_image_min_face_px(width, height, WHOLE_IMAGE_INPUT)
     asked = request.options.min_face_px
     asked = preset.min_face_px if asked is None else asked
-    return whole if asked is None else min(whole, asked / request.reduction)
+    if asked is None or whole <= TILE_SLACK * asked / request.reduction:
+        return whole  # no tiles: the whole pass is what is searched
+    return asked / request.reduction
 
 
 def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], preset: Preset
