@@ -79,3 +79,24 @@ def test_the_client_chooses_how_small(runtime: InferenceRuntime) -> None:
     assert result.min_face_px == 64 and len(result.faces) >= 10
     with pytest.raises(ValueError, match="min_face_px"):
         model.model_validate({"min_face_px": 8})
+
+
+def test_a_wide_photo_gets_the_box_a_square_crop_of_it_gets(runtime: InferenceRuntime) -> None:
+    # The whole-image pass letterboxes a 16:9 photo and answered a box 40% too large; the
+    # tile that holds the face sees it without padding.
+    side = 2160
+    photo = cv2.resize(astronaut(), (side, side), interpolation=cv2.INTER_AREA)
+    wide = np.full((side, 3840, 3), 200, np.uint8)
+    left = (3840 - side) // 2
+    wide[:, left:left + side] = photo
+    model = options_model(SETTINGS)
+    boxes = []
+    for image, offset in ((wide, left), (photo, 0)):
+        (decoded,) = decode_request_images(SETTINGS, EncodedImages([encode(image)], whole=True),
+                                           model())
+        assert decoded.request is not None
+        (result,) = estimate_faces(runtime, [decoded.request])
+        (face,) = result.faces
+        boxes.append(face.box - [offset, 0, offset, 0])
+    face_side = boxes[1][2] - boxes[1][0]
+    assert np.abs(boxes[0] - boxes[1]).max() < 0.1 * face_side

@@ -186,7 +186,9 @@ def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], preset
                             lowest)
     results = []
     for s, f, t, request in zip(short, full, tiled, requests, strict=True):
-        found = merge_detections(merge_detections(s, f), t)
+        # A face found in a tile as well keeps the tile's box: the tile saw it larger and
+        # without the letterbox's padding, which on a wide photo inflates the box.
+        found = merge_detections(t, merge_detections(s, f))
         found = found.take(np.flatnonzero(found.scores >= request.options.min_score))
         results.append(found.take(np.argsort(-found.scores)[: request.options.max_faces]))
     return results
