@@ -128,7 +128,7 @@ def test_large_face_is_fitted_at_reduced_scale(runtime: InferenceRuntime) -> Non
 
 
 def test_small_face_is_fitted_from_a_finer_decode(runtime: InferenceRuntime) -> None:
-    data = encode(on_canvas(1400, (2160, 3840)))  # 4K, face 245 px wide
+    data = encode(on_canvas(650, (2160, 3840)))  # 4K, face 120 px wide
     reduced, reduction, redecoded = run(runtime, data, reduce=True)
     full, _, _ = run(runtime, data, reduce=False)
     assert (reduction, redecoded) == (2, [1])
