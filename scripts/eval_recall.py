@@ -70,11 +70,11 @@ def labelled_heads(directory: Path, count: int) -> list[tuple[np.ndarray, np.nda
 
 def background(directory: Path, width: int, height: int, rng: np.random.Generator
                ) -> np.ndarray:
-    """A mosaic of the set's photos as 48 px thumbnails: their texture, with faces of about
-    20 px, too small to be searched for. (Blurred 300 px tiles still held faces the detector
-    rightly found, and that were counted as false.)"""
+    """A mosaic of the set's photos as 24 px thumbnails: their texture, with faces of about
+    10 px, too small to be searched for. (Blurred 300 px tiles, and 48 px thumbnails, still
+    held faces the detector rightly found, and that were counted as false.)"""
     paths = sorted((directory / "images").glob("*.jpg"))
-    tile = 48
+    tile = 24
     canvas = np.zeros((height, width, 3), np.uint8)
     for y in range(0, height, tile):
         for x in range(0, width, tile):

@@ -228,8 +228,9 @@ TILE_EDGE_MARGIN = 0.02
 # tile mostly a suit or a hand taken for a face.
 TILE_MAX_BOX = 0.45
 # Every tile is another chance for a face-like patch to pass, so a face found in a tile needs
-# this score. Over scripts/eval_recall.py's 25 canvases (1 false face without tiles): at 0.6,
-# 82% of 64 px faces found and 17 false faces; at 0.65, 80% and 10; at 0.7, 74% and 6.
+# this score. On scripts/eval_recall.py's canvases, 64 px faces found: 82% at 0.6, 80% at
+# 0.65, 74% at 0.7; and at 0.65 no false face (a score of 0.5 let through patches a blurred
+# background held).
 TILE_MIN_SCORE = 0.65
 TILE_MODEL = "face_detector_short"
 
