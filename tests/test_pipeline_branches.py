@@ -123,27 +123,23 @@ def test_every_preset_locates_fits_and_solves_in_order() -> None:
     assert set(PRESETS[Quality.ACCURATE].stages) == set(order)
 
 
-def test_fast_is_one_detector_and_one_mesh_pass(runtime: InferenceRuntime) -> None:
-    counting = CountingRuntime(runtime)
-    (result,) = estimate_faces(counting, [astronaut_request(quality=Quality.FAST)])
-    assert result.quality == "fast" and len(result.faces) == 1
-    assert counting.mesh_batches() == [1]
-    assert detector_calls(counting) == ["face_detector_short"]
-    # A lost face stays lost: no search, no mirrored fit.
-    counting = CountingRuntime(runtime, lose=set(range(100)))
-    estimate_faces(counting, [astronaut_request(min_presence=0.0, quality=Quality.FAST)])
-    assert counting.mesh_batches() == [1]
+# Mesh batches for a frontal face, and for a face lost in every mesh call: fast leaves a lost
+# face lost (no search, no mirrored fit); balanced searches once with 12 crops, and fits once.
+ONE_PASS_PRESETS = {Quality.FAST: ([1], [1]), Quality.BALANCED: ([1], [1, 12])}
 
 
-def test_balanced_searches_for_a_lost_face_but_fits_once(runtime: InferenceRuntime) -> None:
+@pytest.mark.parametrize("quality", sorted(ONE_PASS_PRESETS))
+def test_one_pass_presets_take_one_detector_and_one_mesh_pass(runtime: InferenceRuntime,
+                                                              quality: Quality) -> None:
+    frontal, lost = ONE_PASS_PRESETS[quality]
     counting = CountingRuntime(runtime)
-    (result,) = estimate_faces(counting, [astronaut_request(quality=Quality.BALANCED)])
-    assert result.quality == "balanced" and len(result.faces) == 1
-    assert counting.mesh_batches() == [1]
+    (result,) = estimate_faces(counting, [astronaut_request(quality=quality)])
+    assert result.quality == quality.value and len(result.faces) == 1
+    assert counting.mesh_batches() == frontal
     assert detector_calls(counting) == ["face_detector_short"]
     counting = CountingRuntime(runtime, lose=set(range(100)))
-    estimate_faces(counting, [astronaut_request(min_presence=0.0, quality=Quality.BALANCED)])
-    assert counting.mesh_batches() == [1, 12]
+    estimate_faces(counting, [astronaut_request(min_presence=0.0, quality=quality)])
+    assert counting.mesh_batches() == lost
 
 
 def test_the_full_range_detector_runs_where_no_face_is_large(runtime: InferenceRuntime) -> None:

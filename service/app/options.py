@@ -123,9 +123,7 @@ class RequestOptions(BaseModel):
     @property
     def min_face_px_searched(self) -> int | None:
         """The smallest face asked for, the client's or the preset's (None: one pass)."""
-        if self.min_face_px is not None:
-            return self.min_face_px
-        return PRESETS[self.quality].min_face_px
+        return PRESETS[self.quality].min_face_asked(self.min_face_px)
 
     def camera_for(self, width: int, height: int, fov_deg: float) -> Camera:
         """The request's intrinsics for an image of this size, the default ones filling in."""

@@ -6,6 +6,7 @@ right ear tragion, left ear tragion.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -249,6 +250,12 @@ def whole_image_min_face_px(width: int, height: int, input_size: int) -> float:
     return max(width, height) * WHOLE_IMAGE_FACE_PX / input_size
 
 
+def tiles_needed(width: int, height: int, input_size: int, min_face_px: float) -> bool:
+    """Whether faces of ``min_face_px`` need tiles: the whole pass sees only faces over
+    TILE_SLACK times that."""
+    return whole_image_min_face_px(width, height, input_size) > TILE_SLACK * min_face_px
+
+
 def max_reduction_for(min_face_px: float | None) -> int:
     """The largest JPEG reduction at which a face of ``min_face_px`` still spans a tile's
     worth of pixels, so that tiles are never upsampled."""
@@ -271,9 +278,9 @@ def tile_levels(width: int, height: int, input_size: int, min_face_px: float
     """(tile side, top-left corners) per level, smallest tiles first, until the whole-image
     pass sees the faces the next level would; empty where it already sees ``min_face_px``."""
     levels: list[tuple[int, list[tuple[int, int]]]] = []
-    whole = whole_image_min_face_px(width, height, input_size)
-    if whole <= TILE_SLACK * min_face_px:
+    if not tiles_needed(width, height, input_size, min_face_px):
         return levels
+    whole = whole_image_min_face_px(width, height, input_size)
     smallest = min_face_px
     while smallest < whole:
         side = max(input_size, round(input_size * smallest / TILE_FACE_PX))
@@ -297,7 +304,8 @@ def _tile_square(image: np.ndarray, x: int, y: int, side: int, size: int) -> np.
 
 
 def detect_in_tiles(runtime: InferenceRuntime, images: list[np.ndarray],
-                    min_faces_px: list[float | None], min_score: float) -> list[Detections]:
+                    min_faces_px: Sequence[float | None], min_score: float
+                    ) -> list[Detections]:
     """Faces down to each image's ``min_faces_px`` (None: none searched for), found in square
     tiles at the detector's input size; one batched call over every tile of every image."""
     size = runtime.specs[TILE_MODEL].image_input.size

@@ -122,6 +122,10 @@ class Preset:
     # would miss it; None: the whole-image pass only.
     min_face_px: int | None = None
 
+    def min_face_asked(self, asked: int | None) -> int | None:
+        """The smallest face to search for: the client's, else this preset's."""
+        return self.min_face_px if asked is None else asked
+
     def without(self, stage: Stage) -> Preset:
         return replace(self, name=f"{self.name} - {stage.__name__}",
                        stages=tuple(s for s in self.stages if s is not stage))

@@ -26,13 +26,13 @@ from service.pipeline.align import (
     regions_from_landmarks,
 )
 from service.pipeline.detect import (
-    TILE_SLACK,
     Detections,
     box_iou,
     detect_in_squares,
     detect_in_tiles,
     merge_detections,
     run_detector,
+    tiles_needed,
     whole_image_min_face_px,
 )
 from service.pipeline.mesh import mesh_input_size, run_mesh
@@ -148,18 +148,19 @@ def min_face_searched_px(request: ImageRequest, preset: Preset) -> float:
     preset's, or what the whole-image pass sees where that is smaller or neither asks."""
     height, width = request.image.shape[:2]
     whole = whole_image_min_face_px(width, height, WHOLE_IMAGE_INPUT)
-    asked = request.options.min_face_px
-    asked = preset.min_face_px if asked is None else asked
-    if asked is None or whole <= TILE_SLACK * asked / request.reduction:
+    asked = preset.min_face_asked(request.options.min_face_px)
+    if asked is None or not tiles_needed(width, height, WHOLE_IMAGE_INPUT,
+                                         asked / request.reduction):
         return whole  # no tiles: the whole pass is what is searched
     return asked / request.reduction
 
 
-def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], preset: Preset
-                 ) -> list[Detections]:
+def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], preset: Preset,
+                 min_faces_px: list[float]) -> list[Detections]:
     """The short-range detector, the better one on large faces, and the full-range one that
     finds the small faces it misses where the preset says; one batched call each. Where faces
-    smaller than a whole-image pass sees are searched for, tiles too."""
+    smaller than a whole-image pass sees are searched for (``min_faces_px``, per image), tiles
+    too."""
     if not requests:
         return []
     full_range = preset.full_range
@@ -182,8 +183,7 @@ def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], preset
                                                         [images[i] for i in small], lowest),
                                     strict=True):
                     full[i] = found
-    tiled = detect_in_tiles(runtime, images, [min_face_searched_px(r, preset) for r in requests],
-                            lowest)
+    tiled = detect_in_tiles(runtime, images, min_faces_px, lowest)
     results = []
     for s, f, t, request in zip(short, full, tiled, requests, strict=True):
         # A face found in a tile as well keeps the tile's box: the tile saw it larger and
@@ -201,17 +201,18 @@ def locate(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
     to_detect = [i for i, r in enumerate(requests) if r.boxes is None]
     given = [i for i, r in enumerate(requests) if r.boxes is not None]
     with STAGE_SECONDS.labels("detect").time():
-        detected = detect_faces(runtime, [requests[i] for i in to_detect], preset)
+        min_faces = [min_face_searched_px(requests[i], preset) for i in to_detect]
+        detected = detect_faces(runtime, [requests[i] for i in to_detect], preset, min_faces)
         client_boxes = [np.asarray(requests[i].boxes, np.float64).reshape(-1, 4)
                         [: requests[i].options.max_faces] for i in given]
         client_keypoints = keypoints_in_boxes(runtime, [requests[i].image for i in given],
                                               client_boxes) if given else []
     located = list(works)
-    for i, found in zip(to_detect, detected, strict=True):
+    for i, found, min_face in zip(to_detect, detected, min_faces, strict=True):
         located[i] = replace(works[i], boxes=found.boxes, scores=found.scores,
                              keypoints=found.keypoints,
                              regions=regions_from_detections(found.boxes, found.keypoints),
-                             min_face_px=min_face_searched_px(requests[i], preset))
+                             min_face_px=min_face)
     for i, box, keypoints in zip(given, client_boxes, client_keypoints, strict=True):
         angles = np.nan_to_num(eye_line_angle(keypoints[:, 0], keypoints[:, 1]))
         located[i] = replace(works[i], boxes=box, scores=np.ones(len(box)), keypoints=keypoints,
