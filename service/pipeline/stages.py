@@ -57,8 +57,6 @@ from service.pipeline.solve import (
 from service.runtime.base import InferenceRuntime
 
 SHORT_RANGE, FULL_RANGE = "face_detector_short", "face_detector_full"
-# The input of the detector whose whole-image pass every preset runs.
-WHOLE_IMAGE_INPUT = 128
 
 
 @cache
@@ -143,13 +141,14 @@ def has_large_face(found: Detections, request: ImageRequest) -> bool:
     return bool(large.any())
 
 
-def min_face_searched_px(request: ImageRequest, preset: Preset) -> float:
+def min_face_searched_px(request: ImageRequest, preset: Preset, input_size: int) -> float:
     """The smallest face searched for in this image, its own pixels: the client's or the
-    preset's, or what the whole-image pass sees where that is smaller or neither asks."""
+    preset's, or what the whole-image pass sees where that is smaller or neither asks.
+    input_size: that of the short-range detector, whose whole-image pass every preset runs."""
     height, width = request.image.shape[:2]
-    whole = whole_image_min_face_px(width, height, WHOLE_IMAGE_INPUT)
+    whole = whole_image_min_face_px(width, height, input_size)
     asked = preset.min_face_asked(request.options.min_face_px)
-    if asked is None or not tiles_needed(width, height, WHOLE_IMAGE_INPUT,
+    if asked is None or not tiles_needed(width, height, input_size,
                                          asked / request.reduction):
         return whole  # no tiles: the whole pass is what is searched
     return asked / request.reduction
@@ -201,7 +200,8 @@ def locate(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
     to_detect = [i for i, r in enumerate(requests) if r.boxes is None]
     given = [i for i, r in enumerate(requests) if r.boxes is not None]
     with STAGE_SECONDS.labels("detect").time():
-        min_faces = [min_face_searched_px(requests[i], preset) for i in to_detect]
+        size = runtime.specs[SHORT_RANGE].image_input.size
+        min_faces = [min_face_searched_px(requests[i], preset, size) for i in to_detect]
         detected = detect_faces(runtime, [requests[i] for i in to_detect], preset, min_faces)
         client_boxes = [np.asarray(requests[i].boxes, np.float64).reshape(-1, 4)
                         [: requests[i].options.max_faces] for i in given]
