@@ -61,7 +61,17 @@ class Settings(BaseSettings):
     max_faces_per_image: int = 32
     max_boxes_per_image: int = 64
     # Requests in the service at once (all transports); more are refused with 429 at once.
+    # A request takes its slot once its body is read.
     max_in_flight_requests: int = Field(default=64, ge=1)
+    # Memory requests may hold at once, in MB: bodies as they arrive, then decoded images (see
+    # service/app/admission.py). Past it, 429 at once; one request larger than all of it, 413.
+    # Unset: from the container's memory limit (cgroup memory.max) where there is one, else
+    # DEFAULT_INFLIGHT_MB.
+    max_inflight_mb: int | None = Field(default=None, ge=16)
+    # Reading a request body may take this long plus a second per BODY_READ_MIN_BYTES_PER_S
+    # bytes declared; past it, 408 and the connection is closed.
+    body_read_timeout_s: float = Field(default=5.0, gt=0)
+    body_read_min_bytes_per_s: int = Field(default=1_000_000, ge=1)
     # Server-side deadline of each request, queueing included.
     request_timeout_s: float = Field(default=30.0, gt=0)
 

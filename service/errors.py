@@ -9,6 +9,8 @@ what a transport sends (headers included); nothing else maps errors.
     ├── EmptyImage                empty_image           400  INVALID_ARGUMENT
     ├── Unauthorized              unauthorized          401  UNAUTHENTICATED
     ├── StreamIdle                idle_timeout          408  DEADLINE_EXCEEDED
+    ├── BodyReadTimeout           body_timeout          408  DEADLINE_EXCEEDED
+    ├── RequestTooLarge           request_too_large     413  RESOURCE_EXHAUSTED
     ├── ImageTooLarge             image_too_large       413  RESOURCE_EXHAUSTED
     ├── BodyTooLarge              body_too_large        413  RESOURCE_EXHAUSTED
     ├── TooManyImages             too_many_images       413  RESOURCE_EXHAUSTED
@@ -67,6 +69,20 @@ class StreamIdle(FaceposeError):
     code = "idle_timeout"
     status = 408
     grpc_code = "DEADLINE_EXCEEDED"
+
+
+class BodyReadTimeout(FaceposeError):
+    code = "body_timeout"
+    status = 408
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class RequestTooLarge(FaceposeError):
+    """One request needs more memory than the whole in-flight budget."""
+
+    code = "request_too_large"
+    status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
 
 
 class ImageTooLarge(FaceposeError):

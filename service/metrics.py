@@ -56,6 +56,12 @@ INFERENCE_FAILURES = Counter(
     "facepose_inference_failures_total", "Inference runtime calls that failed.",
     ["runtime", "model"],
 )
+INFLIGHT_BYTES = Gauge(
+    "facepose_inflight_bytes", "Memory held by requests now, as the in-flight budget counts it.",
+)
+INFLIGHT_BUDGET_BYTES = Gauge(
+    "facepose_inflight_budget_bytes", "The in-flight memory budget (FACEPOSE_MAX_INFLIGHT_MB).",
+)
 ADMISSION_REJECTED = Counter(
     "facepose_admission_rejected_total", "Requests refused at once because the service was full.",
     ["transport"],

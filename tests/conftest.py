@@ -61,6 +61,15 @@ def wait_until(url: str, process: subprocess.Popen[bytes], timeout: float = 60,
 def gateway(extra_env: dict[str, str] | None = None, wait_ready: bool = True,
             headers: dict[str, str] | None = None) -> Iterator[str]:
     """A real gateway process (`facepose serve`) on a free loopback port; yields its URL."""
+    with gateway_process(extra_env, wait_ready, headers) as (url, _):
+        yield url
+
+
+@contextmanager
+def gateway_process(extra_env: dict[str, str] | None = None, wait_ready: bool = True,
+                    headers: dict[str, str] | None = None
+                    ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``gateway``, yielding its URL and its process."""
     port = free_port()
     env = {**os.environ, **SERVER_ENV, "FACEPOSE_GRPC_PORT": str(free_port()),
            **(extra_env or {}), "FACEPOSE_PORT": str(port)}
@@ -72,7 +81,7 @@ def gateway(extra_env: dict[str, str] | None = None, wait_ready: bool = True,
     try:
         wait_until(f"{url}/readyz" if wait_ready else f"{url}/healthz", process,
                    headers=headers)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from service import errors
+from service.app.admission import DEFAULT_INFLIGHT_MB, MB, Held, inflight_budget_mb
 from service.app.core import Core
 from service.app.flow import estimate_request
 from service.app.images import EncodedImages, ImageOutcome
@@ -117,7 +118,9 @@ def test_the_openapi_document_states_what_is_enforced() -> None:
     (errors.BadOption("x"), 422, "INVALID_ARGUMENT", {}),
     (errors.TooManyImages("x"), 413, "RESOURCE_EXHAUSTED", {}),
     (errors.DeadlineExceeded("x"), 504, "DEADLINE_EXCEEDED", {}),
-    (errors.FaceposeError("internal error"), 500, "INTERNAL", {}),
+    (errors.BodyReadTimeout("x"), 408, "DEADLINE_EXCEEDED", {"Connection": "close"}),
+    (errors.RequestTooLarge("x"), 413, "RESOURCE_EXHAUSTED", {}),
+    (errors.FaceposeError("internal error"), 500, "INTERNAL", {"Connection": "close"}),
 ])
 def test_each_error_is_refused_one_way(error: errors.FaceposeError, status: int,
                                        grpc_code: str, headers: dict[str, str]) -> None:
@@ -167,17 +170,25 @@ def runtime() -> Iterator[InferenceRuntime]:
 
 
 def run_flow(runtime: Any, images: EncodedImages, options: RequestOptions | None = None,
-             hold: int = 0, settings: Settings = SETTINGS) -> list[ImageOutcome]:
-    """One request through a started core; ``hold`` requests already admitted."""
+             hold: int = 0, settings: Settings = SETTINGS, held_bytes: int = 0
+             ) -> list[ImageOutcome]:
+    """One request through a started core; ``hold`` requests already admitted, ``held_bytes``
+    of the memory budget already held by others. Checks that the request lets go of all it
+    held."""
     async def scenario() -> list[ImageOutcome]:
         core = Core(settings)
         await core.start(runtime)
         try:
-            async def read() -> EncodedImages:
+            async def read(held: Held) -> EncodedImages:
                 return images
 
             core.gate.admitted += hold
-            return await estimate_request(core, "test", options or core.options_model(), read)
+            core.memory.held += held_bytes
+            try:
+                return await estimate_request(core, "test", options or core.options_model(),
+                                              read)
+            finally:
+                assert core.memory.held == held_bytes
         finally:
             await core.stop()
 
@@ -197,9 +208,30 @@ def test_a_raw_body_whose_image_is_bad_fails_the_request(runtime: InferenceRunti
         run_flow(runtime, EncodedImages([encode(astronaut())[:300]], whole=True))
 
 
-def test_a_full_gate_refuses_before_reading(runtime: InferenceRuntime) -> None:
-    with pytest.raises(errors.Overloaded):
-        run_flow(runtime, EncodedImages([b"unread"]), hold=SETTINGS.max_in_flight_requests)
+def test_a_full_gate_refuses_before_decoding(runtime: InferenceRuntime) -> None:
+    with pytest.raises(errors.Overloaded, match="capacity"):
+        run_flow(runtime, EncodedImages([b"undecoded"]), hold=SETTINGS.max_in_flight_requests)
+
+
+def test_the_memory_budget_refuses_what_does_not_fit(runtime: InferenceRuntime) -> None:
+    # A 1080p frame holds about 25 MB (12 MB a decoded megapixel): with 64 MB of budget, one
+    # fits alone, not beside 50 MB held by others; three in one request never fit.
+    frame = EncodedImages([encode(np.full((1080, 1920, 3), 90, np.uint8))])
+    small = Settings(grpc_port=0, max_inflight_mb=64)
+    (outcome,) = run_flow(runtime, frame, settings=small)
+    assert outcome.result is not None
+    with pytest.raises(errors.Overloaded, match="memory budget"):
+        run_flow(runtime, frame, settings=small, held_bytes=50 * MB)
+    with pytest.raises(errors.RequestTooLarge):
+        run_flow(runtime, EncodedImages(frame.data * 3), settings=small)
+
+
+@pytest.mark.parametrize(("configured", "limit", "budget"), [
+    (None, None, DEFAULT_INFLIGHT_MB), (300, 4096, 300), (None, 1024, 499), (None, 2048, 1318),
+    (None, 256, 64)])
+def test_the_budget_follows_the_container_limit(configured: int | None, limit: int | None,
+                                               budget: int) -> None:
+    assert inflight_budget_mb(configured, limit) == budget
 
 
 def test_an_unready_runtime_refuses_before_reading(runtime: InferenceRuntime) -> None:

@@ -4,6 +4,7 @@ OpenAPI description."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,12 +14,14 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from service.app.admission import Held
 from service.app.images import EncodedImages, check_image_count
 from service.app.options import check_boxes
 from service.config import Settings
 from service.errors import (
     BadOption,
     BadRequestBody,
+    BodyReadTimeout,
     BodyTooLarge,
     OneImageOnly,
     TooManyImages,
@@ -50,22 +53,44 @@ def content_type_of(request: Request) -> str:
     return CONTENT_TYPE_ALIASES.get(content_type, content_type)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+def body_read_deadline_s(settings: Settings, expected_bytes: int) -> float:
+    """How long a body of ``expected_bytes`` may take to arrive."""
+    return settings.body_read_timeout_s + expected_bytes / settings.body_read_min_bytes_per_s
+
+
+async def read_body(request: Request, settings: Settings, held: Held) -> bytes:
+    """The body, under the size limit, holding its bytes in the memory budget as they come,
+    within its deadline (BodyReadTimeout past it)."""
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    expected = int(declared) if declared is not None and declared.isdigit() else 0
+    if expected > limit:
         raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = aiter(request.stream())
+    while True:
+        # A chunked body's deadline grows with what has come so far.
+        deadline_s = body_read_deadline_s(settings, max(expected, size))
+        try:
+            chunk = await asyncio.wait_for(anext(stream), started + deadline_s - loop.time())
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise BodyReadTimeout(f"the request body did not arrive within {deadline_s:g} s "
+                                  f"({size} bytes came)") from None
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+        held.add(len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-async def read_multipart(request: Request, settings: Settings) -> list[bytes]:
+async def read_multipart(request: Request, settings: Settings, held: Held) -> list[bytes]:
     # The whole body is read under the size limit first, chunked or not, and parsed after.
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings, held)
 
     async def chunks() -> AsyncIterator[bytes]:
         yield body
@@ -87,15 +112,15 @@ async def read_multipart(request: Request, settings: Settings) -> list[bytes]:
 
 
 async def read_images(request: Request, settings: Settings, boxes_json: str | None,
-                      one_image: bool = False) -> EncodedImages:
+                      held: Held, one_image: bool = False) -> EncodedImages:
     """The encoded images of a request, and the client's boxes for each. A raw body is one
     image whose failure fails the request (``EncodedImages.whole``); with ``one_image`` (a
     render) so is a single part, and more than one is OneImageOnly."""
     content_type = content_type_of(request)
     if content_type in IMAGE_CONTENT_TYPES or content_type == "application/octet-stream":
-        data, whole = [await read_body(request, settings.max_body_bytes)], True
+        data, whole = [await read_body(request, settings, held)], True
     elif content_type == "multipart/form-data":
-        data, whole = await read_multipart(request, settings), False
+        data, whole = await read_multipart(request, settings, held), False
     elif not content_type:
         raise UnsupportedImage("missing Content-Type: send image/jpeg, image/png, image/webp "
                                "or multipart/form-data")

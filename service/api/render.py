@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.body import image_request_body, read_images
 from service.api.responses import ERROR_RESPONSES
+from service.app.admission import Held
 from service.app.core import Core
 from service.app.flow import estimate_request
 from service.app.images import EncodedImages
@@ -86,9 +87,9 @@ def render_router(core: Core, faces_query: type[RequestOptions]) -> APIRouter:
         options: Any = query
         chosen = negotiate_format(options.format, request.headers.get("accept"))
 
-        async def read() -> EncodedImages:
+        async def read(held: Held) -> EncodedImages:
             # One image: its failure is the request's, with the status /v1/faces gives it.
-            return await read_images(request, settings, options.boxes, one_image=True)
+            return await read_images(request, settings, options.boxes, held, one_image=True)
 
         # Estimated as /v1/faces does (which may decode a large JPEG reduced), so the two give
         # the same numbers; drawn on the full-size photo.

@@ -40,9 +40,9 @@ def error_responses() -> dict[int | str, dict[str, Any]]:
     """Each error status a request route can answer, with the codes it can carry."""
     codes: dict[int, set[str]] = {}
     for error_type in _error_types(errors.FaceposeError):
-        codes.setdefault(error_type.status, set()).add(error_type.code)
-    # 408 is a stream's alone (it closes a WebSocket, never answers a request).
-    codes.pop(408, None)
+        # A stream's idle timeout closes a WebSocket, it never answers a request.
+        if error_type is not errors.StreamIdle:
+            codes.setdefault(error_type.status, set()).add(error_type.code)
     return {status: {"model": schemas.ErrorResponse,
                      "description": "`error.code` is one of: "
                                     + ", ".join(f"`{code}`" for code in sorted(codes[status]))}

@@ -26,6 +26,7 @@ from service.api.responses import ERROR_RESPONSES, JSONResponse, install_refusal
 from service.api.serialize import images_dict
 from service.api.ui import PUBLIC_PATHS, ui_router
 from service.api.websocket import stream_router
+from service.app.admission import Held
 from service.app.core import Core
 from service.app.flow import estimate_request
 from service.app.options import RequestOptions
@@ -84,8 +85,8 @@ def create_app(core: Core) -> FastAPI:
     async def faces(request: Request, query: Annotated[faces_query, Query()]) -> Response:
         options: RequestOptions = query
 
-        async def read() -> Any:
-            return await read_images(request, settings, query.boxes)
+        async def read(held: Held) -> Any:
+            return await read_images(request, settings, query.boxes, held)
 
         outcomes = await estimate_request(core, "http", options, read)
         return JSONResponse(await run_in_threadpool(images_dict, outcomes, options.included))

@@ -14,9 +14,17 @@ import contextlib
 from functools import partial
 from typing import Protocol
 
-from service.app.admission import AdmissionGate, StreamSlots
+from service.app.admission import (
+    MB,
+    AdmissionGate,
+    MemoryBudget,
+    StreamSlots,
+    container_memory_limit_mb,
+    inflight_budget_mb,
+)
 from service.app.auth import load_keys
 from service.app.batcher import RequestBatcher
+from service.app.memory import TrimWhenIdle, limit_malloc_arenas
 from service.app.options import RequestOptions, options_model
 from service.config import Settings
 from service.metrics import BACKEND_READY, describe_build
@@ -45,11 +53,14 @@ class NotStarted(RuntimeError):
 
 class Core:
     def __init__(self, settings: Settings) -> None:
+        limit_malloc_arenas()
         self.settings = settings
         self.api_keys = load_keys(settings.api_keys, settings.api_keys_file)
         self.options_model: type[RequestOptions] = options_model(settings)
-        self.gate = AdmissionGate(settings.max_in_flight_requests)
+        self.gate = AdmissionGate(settings.max_in_flight_requests, TrimWhenIdle().idle)
         self.streams = StreamSlots(settings.stream_max_streams)
+        self.memory = MemoryBudget(MB * inflight_budget_mb(settings.max_inflight_mb,
+                                                           container_memory_limit_mb()))
         # Set on SIGTERM: readiness fails at once so that load balancers stop sending.
         self.draining = False
         # Set on shutdown: open streams end with shutting_down instead of holding the process.

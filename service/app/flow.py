@@ -1,10 +1,12 @@
-"""The request flow, the same for every transport and route: admit, check readiness, read the
-images, decode them, estimate under the deadline.
+"""The request flow, the same for every transport and route: check readiness, read the images,
+admit, hold the memory decoding will take, decode, estimate under the deadline.
 
     outcomes = await estimate_request(core, "http", options, read_images)
 
-``read_images`` is the transport's part: it reads what the client sent (a REST body, a gRPC
-message) into ``EncodedImages``, after admission, so that a refused request costs nothing.
+``read_images(held)`` is the transport's part: it reads what the client sent (a REST body, a
+gRPC message) into ``EncodedImages``, holding the bytes in the memory budget as they arrive
+(``held.add``). A request takes one of the request slots only once it is read, so that clients
+slow to send cannot hold the slots; what they have sent so far is all they hold.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from service.app.admission import BYTES_PER_DECODED_MEGAPIXEL, Held
 from service.app.core import Core
 from service.app.images import (
     EncodedImages,
     ImageOutcome,
     check_image_count,
     decode_request_images,
+    decoded_megapixels,
 )
 from service.app.options import RequestOptions
 from service.errors import BackendUnavailable, DeadlineExceeded
@@ -36,27 +40,33 @@ async def within(seconds: float, work: Awaitable[T]) -> T:
 
 
 async def estimate_request(core: Core, transport: str, options: RequestOptions,
-                           read_images: Callable[[], Awaitable[EncodedImages]],
+                           read_images: Callable[[Held], Awaitable[EncodedImages]],
                            client_deadline_s: float | None = None,
                            image_count: int | None = None) -> list[ImageOutcome]:
-    """One outcome per image, in order. Raises Overloaded, TooManyImages (``image_count``:
-    known before reading), BackendUnavailable, what ``read_images`` raises, an image's error
-    when ``EncodedImages.whole``, and DeadlineExceeded: the server's request deadline runs from
-    when the images are read, the client's (seconds from now) from the call."""
+    """One outcome per image, in order. Raises Overloaded (no request slot or no memory left),
+    RequestTooLarge, TooManyImages (``image_count``: known before reading),
+    BackendUnavailable, what ``read_images`` raises, an image's error when
+    ``EncodedImages.whole``, and DeadlineExceeded: the server's request deadline runs from when
+    the images are read, the client's (seconds from now) from the call."""
     settings = core.settings
     loop = asyncio.get_running_loop()
     client_until = loop.time() + client_deadline_s if client_deadline_s is not None else None
-    with core.gate.admit(transport):
-        if image_count is not None:
-            check_image_count(settings, image_count)
-        if not await core.runtime_ready():
-            raise BackendUnavailable("the inference server is not ready")
-        images = await read_images()
+    if image_count is not None:
+        check_image_count(settings, image_count)
+    if not await core.runtime_ready():
+        raise BackendUnavailable("the inference server is not ready")
+    with core.memory.hold(transport) as held:
+        images = await read_images(held)
         check_image_count(settings, len(images.data))
-        seconds = settings.request_timeout_s
-        if client_until is not None:
-            seconds = max(0.0, min(seconds, client_until - loop.time()))
-        return await within(seconds, _estimate(core, images, options))
+        with core.gate.admit(transport):
+            # The body stays held until the request ends (the pipeline may decode it again).
+            held.add(max(0, sum(map(len, images.data)) - held.bytes))
+            held.add(round(BYTES_PER_DECODED_MEGAPIXEL
+                           * decoded_megapixels(settings, images, options)))
+            seconds = settings.request_timeout_s
+            if client_until is not None:
+                seconds = max(0.0, min(seconds, client_until - loop.time()))
+            return await within(seconds, _estimate(core, images, options))
 
 
 async def _estimate(core: Core, images: EncodedImages, options: RequestOptions

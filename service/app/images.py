@@ -49,6 +49,37 @@ def check_image_count(settings: Settings, count: int) -> None:
         raise TooManyImages(f"{count} images; the limit is {settings.max_images_per_request}")
 
 
+def decode_plan(settings: Settings, images: EncodedImages, index: int, options: RequestOptions,
+                reduce: bool = True) -> tuple[str, int, int, int]:
+    """(format, full width, full height, reduction) of image ``index``, read from its header;
+    raises the image's error."""
+    image_format, full_width, full_height = check_image(
+        images.data[index], settings.max_image_bytes, settings.max_image_pixels)
+    if not reduce:
+        return image_format, full_width, full_height, 1
+    # Never so reduced that the smallest face searched for is lost in the pixels (a client's
+    # boxes search for none).
+    given = images.boxes is not None and images.boxes[index] is not None
+    reduction = min(reduction_for(image_format, full_width, full_height,
+                                  settings.decode_working_side),
+                    max_reduction_for(None if given else options.min_face_px_searched))
+    return image_format, full_width, full_height, reduction
+
+
+def decoded_megapixels(settings: Settings, images: EncodedImages, options: RequestOptions,
+                       reduce: bool = True) -> float:
+    """The megapixels decoding ``images`` will hold, from their headers; an image that will
+    fail to decode counts for none."""
+    total = 0.0
+    for index in range(len(images.data)):
+        try:
+            _, width, height, reduction = decode_plan(settings, images, index, options, reduce)
+        except FaceposeError:
+            continue
+        total += -(-width // reduction) * -(-height // reduction) / 1e6
+    return total
+
+
 def decode_request_images(settings: Settings, images: EncodedImages, options: RequestOptions,
                           reduce: bool = True) -> list[ImageOutcome]:
     """Decode every image: an outcome per image, its ``request`` or its ``error`` set.
@@ -60,16 +91,8 @@ def decode_request_images(settings: Settings, images: EncodedImages, options: Re
     for index, data in enumerate(images.data):
         try:
             with STAGE_SECONDS.labels("decode").time():
-                image_format, full_width, full_height = check_image(
-                    data, settings.max_image_bytes, settings.max_image_pixels)
-                # Never so reduced that the smallest face searched for is lost in the pixels
-                # (a client's boxes search for none).
-                given = images.boxes is not None and images.boxes[index] is not None
-                reduction = (min(reduction_for(image_format, full_width, full_height,
-                                               settings.decode_working_side),
-                                 max_reduction_for(None if given
-                                                   else options.min_face_px_searched))
-                             if reduce else 1)
+                image_format, full_width, full_height, reduction = decode_plan(
+                    settings, images, index, options, reduce)
                 image = decode_pixels(data, image_format, reduction)
         except FaceposeError as exc:
             IMAGE_ERRORS.labels(exc.code).inc()

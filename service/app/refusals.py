@@ -34,4 +34,8 @@ def refusal_for(error: FaceposeError, retry_after_s: int) -> Refusal:
         headers["Retry-After"] = str(retry_after_s)
     if error.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    # After a body not read to its end, or a fault of ours, the connection is not to be
+    # reused: said, so that a client's pool drops it instead of failing its next request.
+    if error.status in (408, 500):
+        headers["Connection"] = "close"
     return Refusal(error.status, error.code, error.message, error.grpc_code, headers)

@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from service.app.admission import Held
 from service.app.auth import check_key, presented_key
 from service.app.core import Core
 from service.app.flow import estimate_request
@@ -99,7 +100,8 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
         settings = self.core.settings
         request_options = options_from_proto(self.core.options_model, options)
 
-        async def read() -> EncodedImages:
+        async def read(held: Held) -> EncodedImages:
+            # The message is in memory already: the flow holds its bytes.
             return EncodedImages(
                 [image.data for image in images],
                 [boxes_from_proto(image, index, settings.max_boxes_per_image)

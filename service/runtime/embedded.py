@@ -26,6 +26,9 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
     # Spinning pools of several sessions fight over few cores and double the latency.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ONNX Runtime's CPU arena keeps the largest batch's buffers for good; without it the
+    # gateway's memory after a burst went from 389 to 310 MB at no measured cost per image.
+    options.enable_cpu_mem_arena = False
     return options
 
 
