@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 BIN := $(VENV)/bin
 
-.PHONY: env models tools run run-triton test lint eval ablate fuzz soak bench bench-scaling bench-batch render-example clean
+.PHONY: env models tools run run-triton test lint eval ablate fuzz soak burst bench bench-scaling bench-batch render-example clean
 
 env: $(VENV)/.installed
 
@@ -51,6 +51,10 @@ fuzz: models
 
 soak: models
 	$(BIN)/python scripts/soak.py --minutes 10
+
+# 256 requests of a 1080p JPEG, 64 at a time: resident memory before, at its peak and after.
+burst: models
+	$(BIN)/python scripts/burst.py
 
 # Side by side with the peer (mediapipe, installed into .bench/peer-env on first use).
 bench: models

@@ -1,8 +1,12 @@
 """A burst against one gateway, watching its resident memory: the burst of issue 16.
 
-    python scripts/burst.py [--requests 256] [--concurrency 64] [--env NAME=VALUE ...]
+    python scripts/burst.py [--requests 256] [--concurrency 64] [--memory-limit-mb MB]
+                            [--triton] [--env NAME=VALUE ...]
 
-Starts a gateway of its own (`facepose serve`, the default settings but for what --env sets),
+Starts a gateway of its own (`facepose serve`, the default settings but for what --env sets;
+--memory-limit-mb: the in-flight budget a container with that memory limit gets, to size a
+pod's limit; --triton: the Triton runtime, over a local CPU Triton started for it, as in the
+gpu overlay),
 warms it up, then sends --requests POST /v1/faces of one 1920x1080 JPEG (the astronaut upscaled
 and centred), --concurrency at a time, each on its own connection. Samples the gateway's VmRSS
 every 50 ms from /proc and prints: idle before, peak during, and 0.5, 2 and 5 s after the last
@@ -28,7 +32,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench import gateway  # noqa: E402
+from bench import free_port, gateway  # noqa: E402
+
+from service.app.admission import inflight_budget_mb  # noqa: E402
+from service.triton_local.server import LocalTriton  # noqa: E402
 
 AFTER_S = (0.5, 2.0, 5.0)
 
@@ -76,9 +83,23 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--memory-limit-mb", type=int)
+    parser.add_argument("--triton", action="store_true")
     parser.add_argument("--env", nargs="*", default=[], help="NAME=VALUE for the gateway")
     args = parser.parse_args()
-    env = dict(item.split("=", 1) for item in args.env)
+    env = {"FACEPOSE_MAX_IN_FLIGHT_REQUESTS": "64"}  # the service's default, not bench's
+    if args.memory_limit_mb is not None:
+        env["FACEPOSE_MAX_INFLIGHT_MB"] = str(inflight_budget_mb(None, args.memory_limit_mb))
+    env.update(item.split("=", 1) for item in args.env)
+    if not args.triton:
+        return burst(args, env)
+    with LocalTriton(REPO / "model_repository", REPO / ".triton", free_port(), free_port(),
+                     free_port()) as triton:
+        return burst(args, {"FACEPOSE_RUNTIME": "triton",
+                            "FACEPOSE_TRITON_URL": triton.grpc_url, **env})
+
+
+def burst(args: argparse.Namespace, env: dict[str, str]) -> int:
     jpeg = frame_1080p()
     with gateway(env) as (url, _, pid):
         def send(_: int) -> str:
@@ -107,12 +128,15 @@ def main() -> int:
     peak = sampler.peak_between(started, ended)
     print(f"burst: {args.requests} requests of a 1080p JPEG, {args.concurrency} at a time, "
           f"{ended - started:.1f} s")
-    print(f"gateway env: {env or 'defaults'}")
+    print(f"gateway env: {env}")
     print(f"{'RSS MB':<10}{'idle':>8}{'peak':>8}" + "".join(f"{f'+{s:g} s':>8}" for s in AFTER_S))
     print(f"{'':<10}{idle:>8.0f}{peak:>8.0f}"
           + "".join(f"{sampler.at(ended + s):>8.0f}" for s in AFTER_S))
     print("answers: " + ", ".join(f"{status} x{count}"
                                   for status, count in sorted(statuses.items())))
+    if args.memory_limit_mb is not None:
+        print(f"peak {peak:.0f} MB of the {args.memory_limit_mb} MB limit: "
+              f"{args.memory_limit_mb - peak:.0f} MB to spare")
     bad = sum(count for status, count in statuses.items() if not status[:1].isdigit()
               or status.startswith("5"))
     return 1 if bad else 0

@@ -30,6 +30,7 @@ def _models_build(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from service.api.connections import server_limits
     from service.gateway import create_gateway
     from service.logs import configure_logging
 
@@ -38,7 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_gateway(settings)
     config = uvicorn.Config(app, host=args.host or settings.host, port=args.port or settings.port,
                             log_config=None, access_log=False,
-                            timeout_graceful_shutdown=settings.shutdown_grace_s)
+                            timeout_graceful_shutdown=settings.shutdown_grace_s,
+                            **server_limits(settings))
     # uvicorn re-raises the signal it stopped on, once it has shut down gracefully; with this
     # handler in place that is a no-op, so a drained SIGTERM exits 0 as orchestrators expect.
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -53,8 +53,10 @@ INFERENCE_SECONDS = Histogram(
     ["runtime", "model"], buckets=_LATENCY_BUCKETS,
 )
 INFERENCE_FAILURES = Counter(
-    "facepose_inference_failures_total", "Inference runtime calls that failed.",
-    ["runtime", "model"],
+    "facepose_inference_failures_total",
+    "Inference runtime calls that failed: reason unavailable (the server down or too slow) or "
+    "error (a bug: the call itself refused).",
+    ["runtime", "model", "reason"],
 )
 INFLIGHT_BYTES = Gauge(
     "facepose_inflight_bytes", "Memory held by requests now, as the in-flight budget counts it.",

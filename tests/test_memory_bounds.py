@@ -4,6 +4,7 @@ and comes back, and clients slow to send cannot lock the others out."""
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -11,11 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
+import grpc
+import h2.config
+import h2.connection
 import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import gateway_process
+from service.api.connections import MAX_HEAD_BYTES
+from service.grpc import facepose_pb2 as pb
+from service.grpc import facepose_pb2_grpc as pb_grpc
+from tests.conftest import free_port, gateway_process
 from tests.images import astronaut, encode
 
 pytestmark = pytest.mark.slow
@@ -112,3 +119,75 @@ def test_stalled_uploads_cannot_lock_out_the_others() -> None:
     assert set(answers) == {b"HTTP/1.1 408 Request Timeout"}, Counter(answers)
     # Each within its deadline (3 s + 100,000 bytes at 1 MB/s), give or take the scheduling.
     assert took < 3 + 0.1 + 3
+
+
+def test_idle_and_half_open_connections_are_closed_and_capped() -> None:
+    """Connections that send nothing, or half a head, are closed at the head deadline; past
+    the connection cap new ones are refused until then, and none can hold the server."""
+    env = {"FACEPOSE_HEAD_READ_TIMEOUT_S": "1", "FACEPOSE_MAX_CONNECTIONS": "60"}
+    data = encode(astronaut())
+    with gateway_process(env) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(25)]
+        half = [socket.create_connection(("127.0.0.1", port)) for _ in range(25)]
+        for sock in half:
+            sock.sendall(b"POST /v1/faces HTTP/1.1\r\nHost: x\r\nContent-Type: image/j")
+        try:
+            # 50 held of the 60: a normal request still goes.
+            assert httpx.post(f"{url}/v1/faces", content=data, headers=JPEG,
+                              timeout=10).status_code == 200
+            # Past the cap: refused at once (uvicorn's own 503) rather than queued.
+            extra = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+            assert httpx.get(f"{url}/healthz", timeout=5).status_code == 503
+            for sock in silent + half + extra:
+                sock.settimeout(3.0)
+                assert sock.recv(4096) == b""  # closed by the server at the head deadline
+            assert httpx.post(f"{url}/v1/faces", content=data, headers=JPEG,
+                              timeout=10).status_code == 200
+        finally:
+            for sock in silent + half:
+                sock.close()
+        # A head that goes on past MAX_HEAD_BYTES is refused, not buffered.
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.settimeout(5.0)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: "
+                         + b"x" * (4 * MAX_HEAD_BYTES))
+            assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")
+
+
+def stalled_grpc_call(port: int) -> socket.socket:
+    """An Estimate call whose message declares 100,000 bytes, sends 1,000 and then nothing:
+    raw HTTP/2 frames, which no gRPC client sends."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    stream = connection.get_next_available_stream_id()
+    connection.send_headers(stream, [
+        (":method", "POST"), (":scheme", "http"), (":authority", "x"),
+        (":path", "/facepose.v1.FacePose/Estimate"), ("content-type", "application/grpc"),
+        ("te", "trailers")])
+    connection.send_data(stream, b"\x00" + struct.pack(">I", 100_000) + b"\x0a" * 1000)
+    sock.sendall(connection.data_to_send())
+    return sock
+
+
+def test_stalled_grpc_calls_cannot_lock_out_the_others() -> None:
+    """A gRPC call takes no request slot and no memory budget until its message is read:
+    70 stalled calls, more than the 64 slots, and an Estimate call beside them still goes."""
+    grpc_port = free_port()
+    data = encode(astronaut())
+    with gateway_process({"FACEPOSE_GRPC_PORT": str(grpc_port)}) as (url, _):
+        stalled = [stalled_grpc_call(grpc_port) for _ in range(70)]
+        try:
+            time.sleep(0.5)
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                reply = pb_grpc.FacePoseStub(channel).Estimate(
+                    pb.EstimateRequest(images=[pb.Image(data=data)]), timeout=10)
+            assert len(reply.results[0].faces) == 1
+            assert httpx.post(f"{url}/v1/faces", content=data, headers=JPEG,
+                              timeout=10).status_code == 200
+            metrics = httpx.get(f"{url}/metrics", timeout=10).text
+            assert "facepose_inflight_bytes 0.0" in metrics
+        finally:
+            for sock in stalled:
+                sock.close()

@@ -18,6 +18,7 @@ import pytest
 import websocket
 
 from service.api.websocket import StreamErrorMessage, StreamFrameOut
+from service.app.admission import MemoryBudget
 from service.app.streams import FrameDone, FrameIn, Outgoing, StreamRunner
 from service.config import Settings
 from service.grpc import facepose_pb2 as pb
@@ -375,7 +376,8 @@ def test_at_most_the_frames_in_flight_are_read_ahead_of_the_answers(video: Video
             answered += 1
 
     try:
-        asyncio.run(StreamRunner(settings, runtime, "test").run(receive, send))
+        runner = StreamRunner(settings, runtime, MemoryBudget(1 << 40), "test")
+        asyncio.run(runner.run(receive, send))
     finally:
         runtime.close()
     assert answered == 12 and most_ahead == 3

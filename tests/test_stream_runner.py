@@ -8,8 +8,10 @@ import time
 
 import pytest
 
+from service.app.admission import MB, MemoryBudget
 from service.app.streams import (
     ConfigIn,
+    FrameDone,
     FrameIn,
     Incoming,
     Outgoing,
@@ -23,7 +25,7 @@ from tests.images import astronaut, encode
 
 def test_a_client_that_reads_nothing_is_ended_after_the_idle_timeout() -> None:
     settings = Settings(stream_idle_timeout_s=0.3)
-    runner = StreamRunner(settings, create_runtime(settings), "websocket")
+    runner = StreamRunner(settings, create_runtime(settings), MemoryBudget(1 << 40), "websocket")
     sent = iter([ConfigIn({})])
 
     async def receive() -> Incoming | None:
@@ -47,7 +49,7 @@ def test_a_client_that_reads_nothing_is_ended_after_the_idle_timeout() -> None:
 
 def test_a_vanished_client_releases_the_stream_only_after_its_frame_is_done() -> None:
     settings = Settings()
-    runner = StreamRunner(settings, create_runtime(settings), "websocket")
+    runner = StreamRunner(settings, create_runtime(settings), MemoryBudget(1 << 40), "websocket")
     frame = encode(astronaut())
     workers_busy = threading.Event()
     original = None
@@ -82,3 +84,38 @@ def test_a_vanished_client_releases_the_stream_only_after_its_frame_is_done() ->
     cancelled, still_working = asyncio.run(asyncio.wait_for(scenario(), 10))
     assert cancelled
     assert not still_working  # the frame's work was finished before the stream let go
+
+
+def test_a_streams_frames_hold_the_memory_budget_until_answered() -> None:
+    """A frame held while worked on; one the budget has no room for is answered with its
+    error and the stream goes on; all is let go when the stream ends."""
+    settings = Settings()
+    runtime = create_runtime(settings)
+    frame = encode(astronaut())  # 512x512: 0.26 MP, about 3 MB held
+    memory = MemoryBudget(8 * MB)
+    with memory.hold("other") as other:
+        sent = iter([FrameIn(frame, 0.0, "fits"), "fill", FrameIn(frame, 40.0, "no room"),
+                     "empty", FrameIn(frame, 80.0, "fits again")])
+
+        async def receive() -> Incoming | None:
+            while (item := next(sent, None)) in ("fill", "empty"):
+                if item == "fill":
+                    await asyncio.sleep(0.5)  # the first frame answered and let go
+                    other.add(7 * MB)
+                else:
+                    other.release(7 * MB)
+            return item
+
+        answers: list[tuple[object, str | None]] = []
+
+        async def send(outgoing: Outgoing) -> None:
+            if isinstance(outgoing, FrameDone):
+                error = outgoing.outcome.error
+                answers.append((outgoing.outcome.frame_id, error and error.code))
+
+        try:
+            asyncio.run(StreamRunner(settings, runtime, memory, "websocket").run(receive, send))
+        finally:
+            runtime.close()
+    assert answers == [("fits", None), ("no room", "overloaded"), ("fits again", None)]
+    assert memory.held == 0

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import cv2
 import httpx
 import numpy as np
 import pytest
+import websocket
+from tritonclient.utils import InferenceServerException
 
+from service.errors import BackendUnavailable
+from service.metrics import INFERENCE_FAILURES
+from service.runtime.base import infer
+from service.runtime.triton import TritonRuntime, server_unavailable
 from service.triton_local.server import LocalTriton
 from tests.conftest import REPO, free_port, gateway
 from tests.images import astronaut, encode
@@ -126,6 +134,12 @@ def test_triton_down_then_back_then_hung() -> None:
         refused = httpx.post(f"{url}/v1/faces", content=data, headers=JPEG, timeout=30)
         assert refused.status_code == 503 and refused.headers["Retry-After"]
         assert refused.json()["error"]["code"] == "backend_unavailable"
+        # A video stream is refused alike, before the upgrade.
+        with pytest.raises(websocket.WebSocketBadStatusException) as stream_refused:
+            websocket.create_connection(url.replace("http", "ws", 1) + "/v1/stream", timeout=10)
+        assert stream_refused.value.status_code == 503
+        assert stream_refused.value.resp_headers["retry-after"] == refused.headers["Retry-After"]
+        assert json.loads(stream_refused.value.resp_body)["error"]["code"] == "backend_unavailable"
 
         server = start_triton(grpc_port).start()
         try:
@@ -156,3 +170,61 @@ def test_triton_down_then_back_then_hung() -> None:
         gone = httpx.post(f"{url}/v1/faces", content=data, headers=JPEG, timeout=30)
         assert gone.status_code == 503
         json.dumps(gone.json())
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_call_the_server_refuses_is_a_fault_not_an_outage(triton: LocalTriton,
+                                                            protocol: str) -> None:
+    """Triton refusing a tensor of the wrong shape is facepose's bug: raised as it came (an
+    internal error for the client, logged and counted as reason="error"), not reported as the
+    server being unavailable, which would send clients to retry a call that cannot work."""
+    url = (triton.grpc_url if protocol == "grpc"
+           else f"{triton.address}:{triton.http_port}")
+    runtime = TritonRuntime(url, REPO / "model_repository", protocol)  # type: ignore[arg-type]
+    spec = runtime.specs["face_mesh"]
+    wrong_shape = {spec.inputs[0].name: np.zeros((1, 7, 7, 3), np.float32)}
+    failures = INFERENCE_FAILURES.labels("triton", "face_mesh", "error")
+    before = failures._value.get()
+    try:
+        with pytest.raises(Exception) as raised:
+            infer(runtime, "face_mesh", wrong_shape)
+        assert not isinstance(raised.value, BackendUnavailable)
+        assert not server_unavailable(raised.value)
+        assert failures._value.get() == before + 1
+        # The server itself stays up and ready.
+        assert runtime.is_ready()
+    finally:
+        runtime.close()
+
+
+def test_only_outages_are_reported_as_the_server_unavailable() -> None:
+    assert server_unavailable(ConnectionRefusedError())
+    assert server_unavailable(TimeoutError())
+    for status in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "503", "504"):
+        assert server_unavailable(InferenceServerException("x", status))
+    for status in ("StatusCode.INVALID_ARGUMENT", "StatusCode.INTERNAL", "400", "500", None):
+        assert not server_unavailable(InferenceServerException("x", status))
+    assert not server_unavailable(ValueError("a bug of ours"))
+
+
+def test_a_fault_is_a_500_that_closes_the_connection(triton: LocalTriton,
+                                                     tmp_path: Path) -> None:
+    """A gateway whose face-mesh input disagrees with the server's (a deployment bug): the
+    client gets the JSON 500 with Connection: close over real HTTP, not a 503 to retry."""
+    repository = tmp_path / "model_repository"
+    shutil.copytree(REPO / "model_repository", repository,
+                    ignore=shutil.ignore_patterns("*.onnx"))
+    config = repository / "face_mesh" / "config.pbtxt"
+    config.write_text(config.read_text().replace("[ 192, 192, 3 ]", "[ 160, 160, 3 ]", 1))
+    env = {"FACEPOSE_RUNTIME": "triton", "FACEPOSE_TRITON_URL": triton.grpc_url,
+           "FACEPOSE_MODEL_REPOSITORY": str(repository)}
+    with gateway(env) as url, httpx.Client(base_url=url, timeout=30) as client:
+        response = client.post("/v1/faces", content=encode(astronaut()), headers=JPEG)
+        assert response.status_code == 500
+        assert response.json() == {"error": {"code": "internal_error",
+                                             "message": "internal error"}}
+        assert response.headers["Connection"] == "close"
+        assert client.get("/healthz").status_code == 200  # a new connection, and still up
+        metrics = client.get("/metrics").text
+    assert ('facepose_inference_failures_total{model="face_mesh",reason="error",'
+            'runtime="triton"}') in metrics

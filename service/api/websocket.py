@@ -43,6 +43,7 @@ from service.app.streams import (
 )
 from service.config import Settings
 from service.errors import (
+    BackendUnavailable,
     BadOption,
     BadRequestBody,
     FaceposeError,
@@ -258,7 +259,7 @@ def stream_router(core: Core) -> APIRouter:
 
     async def serve(websocket: WebSocket) -> int:
         """Run the accepted stream to its end; the close code it ended with."""
-        runner = StreamRunner(settings, core.runtime, "websocket", config_model)
+        runner = StreamRunner(settings, core.runtime, core.memory, "websocket", config_model)
 
         async def receive() -> Incoming:
             return await receive_message(websocket, settings)
@@ -295,6 +296,8 @@ def stream_router(core: Core) -> APIRouter:
         try:
             check_key(core.api_keys, presented_key(websocket.headers.get("authorization"),
                                           websocket.headers.get("x-api-key")))
+            if not await core.runtime_ready():
+                raise BackendUnavailable("the inference server is not ready")
             with core.streams.hold("websocket"):
                 await websocket.accept(headers=[(b"x-request-id", request_id.encode())])
                 status = str(await serve(websocket))

@@ -104,9 +104,10 @@ class StreamSlots:
 
 
 class MemoryBudget:
-    """At most ``limit_bytes`` held by requests at once, all transports together. A request holds
-    its body's bytes as they arrive, then what its decoded images will cost; it lets all go when
-    it ends."""
+    """At most ``limit_bytes`` held by requests and streams at once, all transports together. A
+    request holds its body's bytes as they arrive, then what its decoded images will cost, and
+    lets all go when it ends; a stream holds each frame's from when it is read until it is
+    answered."""
 
     def __init__(self, limit_bytes: int) -> None:
         self.limit_bytes = limit_bytes
@@ -119,8 +120,7 @@ class MemoryBudget:
         try:
             yield held
         finally:
-            self.held -= held.bytes
-            INFLIGHT_BYTES.set(self.held)
+            held.release(held.bytes)
 
 
 class Held:
@@ -146,3 +146,10 @@ class Held:
         self.bytes += count
         budget.held += count
         INFLIGHT_BYTES.set(budget.held)
+
+    def release(self, count: int) -> None:
+        """Let ``count`` of the bytes held go (a stream's frame answered)."""
+        count = min(count, self.bytes)
+        self.bytes -= count
+        self.budget.held -= count
+        INFLIGHT_BYTES.set(self.budget.held)

@@ -18,11 +18,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.app.images import EncodedImages, decode_request_images
+from service.app.admission import BYTES_PER_DECODED_MEGAPIXEL, Held, MemoryBudget
+from service.app.images import EncodedImages, decode_request_images, decoded_megapixels
 from service.app.options import RequestOptions, options_model, validate_options
 from service.app.results import FaceOutput, face_output
 from service.config import Settings
-from service.errors import BadOption, BadRequestBody, FaceposeError, ProtocolError, StreamIdle
+from service.errors import (
+    BadOption,
+    BadRequestBody,
+    FaceposeError,
+    Overloaded,
+    ProtocolError,
+    RequestTooLarge,
+    StreamIdle,
+)
 from service.logs import LOGGER
 from service.metrics import STREAM_DETECTOR_RUNS, STREAM_FRAMES
 from service.pipeline.smoothing import DEFAULT_SMOOTHING, OneEuroParams, SmoothingParams
@@ -263,46 +272,68 @@ class StreamRunner:
 
     At most ``stream_max_frames_in_flight`` frames are read and not yet answered: past that the
     next message is not read, so a fast client waits instead of filling the server's memory.
+    Each frame read holds what it will cost in the memory budget until it is answered; one that
+    finds no room is answered with that error (``overloaded``) and the stream goes on.
     A stream that sends nothing for ``stream_idle_timeout_s`` ends with ``StreamIdle``.
     ``run`` raises ProtocolError or BadOption (a bad config) for the transport to report, and
     whatever the transport's receive and send raise (a client gone).
     """
 
-    def __init__(self, settings: Settings, runtime: InferenceRuntime, transport: str,
-                 config_model: type[StreamConfig] | None = None) -> None:
+    def __init__(self, settings: Settings, runtime: InferenceRuntime, memory: MemoryBudget,
+                 transport: str, config_model: type[StreamConfig] | None = None) -> None:
         self.settings = settings
         self.runtime = runtime
+        self.memory = memory
         self.transport = transport
         self.config_model = config_model or stream_config_model(settings)
         self.session: StreamSession | None = None
         self._in_flight = asyncio.Semaphore(settings.stream_max_frames_in_flight)
-        self._pending: asyncio.Queue[ConfigAck | FrameIn | FaceposeError | None] = (
+        # A frame with the bytes it holds in the memory budget.
+        self._pending: asyncio.Queue[ConfigAck | tuple[FrameIn, int] | FaceposeError | None] = (
             asyncio.Queue())
 
     async def run(self, receive: Callable[[], Awaitable[Incoming | None]],
                   send: Callable[[Outgoing], Awaitable[None]]) -> None:
         """receive: the next message, None when the client closed its side."""
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._read(receive))
-                group.create_task(self._answer(send))
-        except BaseExceptionGroup as failed:
-            # The first failure says how the stream ends; the other task was only cancelled.
-            raise failed.exceptions[0] from None
+        with self.memory.hold(self.transport) as held:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._read(receive, held))
+                    group.create_task(self._answer(send, held))
+            except BaseExceptionGroup as failed:
+                # The first failure says how the stream ends; the other task was only cancelled.
+                raise failed.exceptions[0] from None
 
     def _start(self, config: Any) -> StreamSetup:
         setup = parse_config(self.settings, config, self.config_model)
         self.session = StreamSession(self.settings, self.runtime, setup, self.transport)
         return setup
 
-    async def _read(self, receive: Callable[[], Awaitable[Incoming | None]]) -> None:
+    def _hold_frame(self, frame: FrameIn, held: Held) -> tuple[FrameIn, int]:
+        """The frame with what it holds; a frame the budget has no room for becomes its
+        error, and its bytes are dropped at once."""
+        if frame.error is not None:
+            return frame, 0
+        assert self.session is not None
+        megapixels = decoded_megapixels(self.settings, EncodedImages([frame.data], whole=True),
+                                        self.session.setup.options, reduce=False)
+        cost = len(frame.data) + round(BYTES_PER_DECODED_MEGAPIXEL * megapixels)
         try:
-            await self._read_messages(receive)
+            held.add(cost)
+        except (Overloaded, RequestTooLarge) as exc:
+            return FrameIn(b"", frame.timestamp_ms, frame.frame_id, error=exc), 0
+        return frame, cost
+
+    async def _read(self, receive: Callable[[], Awaitable[Incoming | None]],
+                    held: Held) -> None:
+        try:
+            await self._read_messages(receive, held)
         except (ProtocolError, BadOption, StreamIdle) as exc:
             # Queued behind the frames already read: those are answered before the stream ends.
             await self._pending.put(exc)
 
-    async def _read_messages(self, receive: Callable[[], Awaitable[Incoming | None]]) -> None:
+    async def _read_messages(self, receive: Callable[[], Awaitable[Incoming | None]],
+                             held: Held) -> None:
         idle_s = self.settings.stream_idle_timeout_s
         while True:
             await self._in_flight.acquire()
@@ -322,16 +353,19 @@ class StreamRunner:
                 continue
             if self.session is None:
                 self._start(None)
-            await self._pending.put(message)
+            await self._pending.put(self._hold_frame(message, held))
 
-    async def _answer(self, send: Callable[[Outgoing], Awaitable[None]]) -> None:
+    async def _answer(self, send: Callable[[Outgoing], Awaitable[None]], held: Held) -> None:
         while (item := await self._pending.get()) is not None:
             if isinstance(item, FaceposeError):
                 raise item
             if isinstance(item, ConfigAck):
                 await self._send(send, item)
             else:
-                await self._send(send, FrameDone(await self._process(item)))
+                frame, cost = item
+                outcome = await self._process(frame)
+                held.release(cost)
+                await self._send(send, FrameDone(outcome))
             self._in_flight.release()
         await self._send(send, StreamEnd(self.session.frames if self.session is not None else 0))
 

@@ -256,6 +256,23 @@ def _denying(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHand
     return grpc.stream_stream_rpc_method_handler(deny_stream, **codecs)
 
 
+# What bounds idle, dead and crowded connections. No cap on calls server-wide
+# (``maximum_concurrent_rpcs``): a call counts against it from its headers, and one whose
+# message never arrives holds its place for good (measured: with a cap of 1, one stalled call
+# refused every other with RESOURCE_EXHAUSTED), while the core's admission and memory budget
+# count a call only once its message is read. A stalled call holds its HTTP/2 stream and the
+# bytes it sent (at most max_receive_message_length) until the client's deadline or until it
+# goes.
+CONNECTION_LIMITS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_concurrent_streams", 100),  # calls open on one connection
+    ("grpc.max_connection_idle_ms", 300_000),  # a connection with no call for 5 min: closed
+    # A ping every minute on a connection; a peer that answers none in 20 s is gone (half-open
+    # TCP, a node lost) and its connection is closed.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+)
+
+
 class GrpcServer:
     """The gRPC server of the gateway process, over the same core as the HTTP one; the core
     starts and stops it (``Core.attach``)."""
@@ -271,6 +288,7 @@ class GrpcServer:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", 4 * settings.max_body_bytes),
+            *CONNECTION_LIMITS,
         ]
         open_prefixes: tuple[str, ...] = () if settings.protect_health_and_metrics else (
             "/grpc.health.v1.Health/", "/grpc.reflection.")

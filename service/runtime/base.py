@@ -6,6 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
+from service.errors import BackendUnavailable
 from service.metrics import BATCH_SIZE, INFERENCE_FAILURES, INFERENCE_SECONDS
 from service.runtime.model_config import ModelSpec
 
@@ -37,6 +38,9 @@ def infer(runtime: InferenceRuntime, model: str, inputs: dict[str, np.ndarray]
     try:
         with INFERENCE_SECONDS.labels(kind, model).time():
             return runtime.infer(model, inputs)
+    except BackendUnavailable:
+        INFERENCE_FAILURES.labels(kind, model, "unavailable").inc()
+        raise
     except Exception:
-        INFERENCE_FAILURES.labels(kind, model).inc()
+        INFERENCE_FAILURES.labels(kind, model, "error").inc()
         raise

@@ -21,6 +21,22 @@ _NUMPY_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16",
 READY_CACHE_S = 1.0
 
 
+# What the client reports when the server is down, restarting, overloaded or too slow, rather
+# than that this call was wrong: gRPC status names, and the HTTP client's status codes.
+UNAVAILABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED",
+                                  "503", "504"})
+
+
+def server_unavailable(exc: Exception) -> bool:
+    """Whether ``exc`` from a Triton call says the server could not be reached or answered too
+    late (retry, maybe elsewhere), not that facepose sent something wrong (a bug)."""
+    if isinstance(exc, OSError | TimeoutError):  # refused, reset, a socket's timeout
+        return True
+    from tritonclient.utils import InferenceServerException
+
+    return isinstance(exc, InferenceServerException) and exc.status() in UNAVAILABLE_STATUSES
+
+
 def _client_module(protocol: Protocol) -> Any:
     if protocol == "grpc":
         import tritonclient.grpc as module
@@ -31,7 +47,9 @@ def _client_module(protocol: Protocol) -> Any:
 
 class TritonRuntime:
     """Every call has a deadline; a Triton that is down, slow or unloaded raises
-    BackendUnavailable, and the next call after it is back succeeds (no restart needed)."""
+    BackendUnavailable, and the next call after it is back succeeds (no restart needed). Any
+    other failure (the server refused what was sent) is raised as it came: a bug, answered as
+    an internal error."""
 
     def __init__(self, url: str, repository: Path, protocol: Protocol = "grpc",
                  timeout_s: float = 10.0) -> None:
@@ -77,6 +95,8 @@ class TritonRuntime:
                 result = self._client().infer(model, request_inputs, outputs=outputs,
                                               **self._call_options())
             except Exception as exc:
+                if not server_unavailable(exc):
+                    raise
                 self._ready_at = -np.inf
                 raise BackendUnavailable(f"inference server: {type(exc).__name__}: "
                                          f"{str(exc)[:200]}") from exc
