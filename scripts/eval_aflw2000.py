@@ -6,6 +6,9 @@ DIR holds images/<name>.jpg and labels.npz (name, pose_para, pt3d_68), like
 ../shared/data/aflw2000-dev. Without --url the service runs in this process.
 Modes: detect (service defaults; a missed or dropped face counts against coverage) and boxes
 (the box around the 68 labelled points is given; every face kept with min_presence=0).
+Besides the table: MAE per |yaw| band, and how honest pose.uncertainty_deg is (its rank
+correlation with the actual error, and stated against actual MAE per fifth of faces ranked by
+it).
 """
 
 from __future__ import annotations
@@ -43,11 +46,19 @@ def match_face(faces: list[dict[str, Any]], truth_box: np.ndarray) -> dict[str, 
     return max(scored, key=lambda item: item[0])[1] if scored else None
 
 
+YAW_BANDS = ((0, 30), (30, 60), (60, 99))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ranks_a, ranks_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+
+
 def evaluate(client: httpx.Client, directory: Path, mode: str, quality: str | None = None
              ) -> dict[str, Any]:
     labels = np.load(directory / "labels.npz")
     keep = np.all(np.abs(np.degrees(labels["pose_para"][:, :3])) < 99, axis=1)
-    errors, nmes, missed = [], [], []
+    errors, nmes, missed, stated, true_yaws = [], [], [], [], []
     for name, pose_para, points in zip(labels["name"][keep], labels["pose_para"][keep],
                                        labels["pt3d_68"][keep], strict=True):
         truth_box = tight_box(points[:2])
@@ -67,10 +78,19 @@ def evaluate(client: httpx.Client, directory: Path, mode: str, quality: str | No
         euler = face["pose"]["euler_deg"]
         predicted = np.array([euler["pitch"], euler["yaw"], euler["roll"]])
         errors.append(np.abs(predicted - np.degrees(pose_para[:3])))
+        stated.append(face["pose"]["uncertainty_deg"])
+        true_yaws.append(abs(np.degrees(pose_para[1])))
         size = np.sqrt(np.prod(truth_box[2:] - truth_box[:2]))
         distances = np.linalg.norm(np.array(face["landmarks68"]) - points[:2].T, axis=1)
         nmes.append(distances.mean() / size)
     error = np.array(errors).reshape(-1, 3)
+    per_face, said, yaw = error.mean(axis=1), np.array(stated), np.array(true_yaws)
+    bands = {f"{low}-{high}": (int(inside.sum()), float(per_face[inside].mean()) if inside.any()
+                               else float("nan"))
+             for low, high in YAW_BANDS
+             for inside in [(yaw >= low) & (yaw < high)]}
+    fifths = [(float(said[part].mean()), float(per_face[part].mean()))
+              for part in np.array_split(np.argsort(said), 5)] if len(said) >= 5 else []
     return {
         "mode": mode,
         "faces": int(keep.sum()),
@@ -81,6 +101,9 @@ def evaluate(client: httpx.Client, directory: Path, mode: str, quality: str | No
         "mae_roll": float(error[:, 2].mean()),
         "mae_mean": float(error.mean()),
         "nme_68": float(np.mean(nmes)),
+        "yaw_bands": bands,
+        "uncertainty_spearman": spearman(said, per_face) if len(said) > 2 else float("nan"),
+        "uncertainty_fifths": fifths,
         "missed": missed,
     }
 
@@ -114,6 +137,15 @@ def main() -> int:
         print(f"{r['mode']:<8}{r['faces']:>6}{r['covered']:>9}{r['coverage']:>9.1%}"
               f"{r['mae_yaw']:>7.2f}{r['mae_pitch']:>7.2f}{r['mae_roll']:>7.2f}"
               f"{r['mae_mean']:>7.2f}{r['nme_68']:>8.4f}")
+    print(f"\n{'mode':<8}" + "".join(f"{f'|yaw| {band}':>16}" for band in results[0]["yaw_bands"])
+          + "   (faces, MAE)")
+    for r in results:
+        print(f"{r['mode']:<8}" + "".join(f"{count:>7d} {mae:>8.2f}"
+                                          for count, mae in r["yaw_bands"].values()))
+    print("\npose.uncertainty_deg: stated / actual MAE per fifth of faces ranked by it")
+    for r in results:
+        print(f"{r['mode']:<8} Spearman {r['uncertainty_spearman']:.2f}  " + "  ".join(
+            f"{said:.1f}/{got:.1f}" for said, got in r["uncertainty_fifths"]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

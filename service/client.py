@@ -44,20 +44,22 @@ def check_option_names(options: dict[str, Any], known: Sequence[str]) -> None:
         raise ValueError(f"unknown option(s) {unknown}; choose from {sorted(known)}")
 
 
-OPTION_NAMES = ("max_faces", "min_score", "min_presence", "quality", "min_face_px", "fx", "fy",
-                "cx", "cy")
+OPTION_NAMES = ("max_faces", "min_score", "min_presence", "quality", "min_face_px",
+                "max_uncertainty_deg", "fx", "fy", "cx", "cy")
 
 
 def grpc_options(include: Sequence[str] = (), max_faces: int | None = None,
                  min_score: float | None = None, min_presence: float | None = None,
                  quality: str | None = None, min_face_px: int | None = None,
-                 fx: float | None = None, fy: float | None = None,
-                 cx: float | None = None, cy: float | None = None) -> pb.Options:
+                 max_uncertainty_deg: float | None = None, fx: float | None = None,
+                 fy: float | None = None, cx: float | None = None,
+                 cy: float | None = None) -> pb.Options:
     """The Options message; ValueError for an include name the service does not know."""
     options = pb.Options(include=[INCLUDE_VALUES[name] for name in check_include(include)])
     for name, value in (("max_faces", max_faces), ("min_score", min_score),
                         ("min_presence", min_presence), ("quality", quality),
-                        ("min_face_px", min_face_px)):
+                        ("min_face_px", min_face_px),
+                        ("max_uncertainty_deg", max_uncertainty_deg)):
         if value is not None:
             setattr(options, name, value)
     for name, value in (("fx", fx), ("fy", fy), ("cx", cx), ("cy", cy)):

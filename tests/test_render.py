@@ -192,7 +192,7 @@ def posed_face(yaw: float, pitch: float, width: int = 640, height: int = 480) ->
     pixels = vertices @ camera.matrix.T
     landmarks = np.column_stack([pixels[:, :2] / pixels[:, 2:], vertices[:, 2]])
     box = np.concatenate([landmarks[:, :2].min(axis=0), landmarks[:, :2].max(axis=0)])
-    face = Face(box, 0.9, 1.0, Pose(rotation, translation, 0.0), landmarks, vertices)
+    face = Face(box, 0.9, 1.0, Pose(rotation, translation, 0.0), landmarks, vertices, 2.0)
     return ImageResult(camera, [face])
 
 

@@ -45,6 +45,11 @@ class PoseOut(BaseModel):
     quaternion_wxyz: list[float] = Field(description="R as a unit quaternion, w >= 0.")
     translation_mm: list[float] = Field(description="t: the model origin in the camera frame.")
     reprojection_rmse_px: float
+    uncertainty_deg: float = Field(
+        description="The expected mean absolute error of (pitch, yaw, roll) for this face, "
+                    "degrees: from how turned it is, how far its separate fits disagree, its "
+                    "presence score and size (calibrated on held-out AFLW2000-3D photos; see "
+                    "docs/uncertainty.png). Filter with max_uncertainty_deg.")
 
 
 class MeshOut(BaseModel):

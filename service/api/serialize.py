@@ -34,6 +34,7 @@ def face_dict(face: FaceOutput) -> dict[str, Any]:
             "quaternion_wxyz": face.quaternion_wxyz.tolist(),
             "translation_mm": face.t_cam_from_model_mm.tolist(),
             "reprojection_rmse_px": face.reprojection_rmse_px,
+            "uncertainty_deg": face.uncertainty_deg,
         },
     }
     if face.landmarks68_px is not None:

@@ -85,6 +85,10 @@ class RequestOptions(BaseModel):
     min_presence: Fraction = Field(
         default=0.5, description="Drop faces whose face-mesh presence score is below this; 0 "
                                  "keeps every face.")
+    max_uncertainty_deg: float | None = Field(
+        default=None, gt=0, le=180, allow_inf_nan=False,
+        description="Drop faces whose pose.uncertainty_deg (the expected mean error of pitch, "
+                    "yaw and roll, degrees) is above this; default: none dropped for it.")
     quality: Quality = Field(
         default=Quality.BALANCED,
         description="Which pipeline runs: fast (fewest model calls), balanced (more faces and "
@@ -118,7 +122,8 @@ class RequestOptions(BaseModel):
     def pipeline(self) -> PipelineOptions:
         return PipelineOptions(self.max_faces, self.min_score, self.min_presence,
                                iris=Include.IRIS in self.include, quality=self.quality,
-                               min_face_px=self.min_face_px)
+                               min_face_px=self.min_face_px,
+                               max_uncertainty_deg=self.max_uncertainty_deg)
 
     @property
     def min_face_px_searched(self) -> int | None:

@@ -16,6 +16,7 @@ from service.pipeline.visibility import visible_vertices
 # 1/100 (meshes), angles to 1e-4 degree, scores to 1e-5.
 PIXEL_DECIMALS, ROTATION_DECIMALS, TRANSLATION_DECIMALS, MESH_DECIMALS = 2, 7, 3, 2
 ANGLE_DECIMALS, SCORE_DECIMALS, RMSE_DECIMALS, RADIUS_DECIMALS = 4, 5, 4, 3
+UNCERTAINTY_DECIMALS = 2
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class FaceOutput:
     quaternion_wxyz: np.ndarray  # (4,)
     t_cam_from_model_mm: np.ndarray  # (3,)
     reprojection_rmse_px: float
+    uncertainty_deg: float
     landmarks68_px: np.ndarray | None = None  # (68, 2)
     landmarks_px: np.ndarray | None = None  # (468, 2)
     vertices_mm: np.ndarray | None = None  # (468, 3) camera frame
@@ -70,6 +72,7 @@ def face_output(face: Face, include: frozenset[str]) -> FaceOutput:
         quaternion_wxyz=np.round(quaternion_wxyz(pose.r_cam_from_model), ROTATION_DECIMALS),
         t_cam_from_model_mm=np.round(pose.t_cam_from_model_mm, TRANSLATION_DECIMALS),
         reprojection_rmse_px=round(pose.reprojection_rmse_px, RMSE_DECIMALS),
+        uncertainty_deg=round(face.uncertainty_deg, UNCERTAINTY_DECIMALS),
         landmarks68_px=(np.round(face.landmarks_px[face_model.landmarks68, :2], PIXEL_DECIMALS)
                         if Include.LANDMARKS68 in include else None),
         landmarks_px=(np.round(face.landmarks_px[:, :2], PIXEL_DECIMALS)

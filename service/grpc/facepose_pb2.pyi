@@ -35,7 +35,7 @@ class Intrinsics(_message.Message):
     def __init__(self, fx: _Optional[float] = ..., fy: _Optional[float] = ..., cx: _Optional[float] = ..., cy: _Optional[float] = ...) -> None: ...
 
 class Options(_message.Message):
-    __slots__ = ("include", "max_faces", "min_score", "min_presence", "intrinsics", "quality", "min_face_px")
+    __slots__ = ("include", "max_faces", "min_score", "min_presence", "intrinsics", "quality", "min_face_px", "max_uncertainty_deg")
     INCLUDE_FIELD_NUMBER: _ClassVar[int]
     MAX_FACES_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class Options(_message.Message):
     INTRINSICS_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     MIN_FACE_PX_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNCERTAINTY_DEG_FIELD_NUMBER: _ClassVar[int]
     include: _containers.RepeatedScalarFieldContainer[Include]
     max_faces: int
     min_score: float
@@ -50,7 +51,8 @@ class Options(_message.Message):
     intrinsics: Intrinsics
     quality: str
     min_face_px: int
-    def __init__(self, include: _Optional[_Iterable[_Union[Include, str]]] = ..., max_faces: _Optional[int] = ..., min_score: _Optional[float] = ..., min_presence: _Optional[float] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., quality: _Optional[str] = ..., min_face_px: _Optional[int] = ...) -> None: ...
+    max_uncertainty_deg: float
+    def __init__(self, include: _Optional[_Iterable[_Union[Include, str]]] = ..., max_faces: _Optional[int] = ..., min_score: _Optional[float] = ..., min_presence: _Optional[float] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., quality: _Optional[str] = ..., min_face_px: _Optional[int] = ..., max_uncertainty_deg: _Optional[float] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
@@ -139,18 +141,20 @@ class Euler(_message.Message):
     def __init__(self, pitch: _Optional[float] = ..., yaw: _Optional[float] = ..., roll: _Optional[float] = ...) -> None: ...
 
 class Pose(_message.Message):
-    __slots__ = ("euler_deg", "rotation_matrix", "quaternion_wxyz", "translation_mm", "reprojection_rmse_px")
+    __slots__ = ("euler_deg", "rotation_matrix", "quaternion_wxyz", "translation_mm", "reprojection_rmse_px", "uncertainty_deg")
     EULER_DEG_FIELD_NUMBER: _ClassVar[int]
     ROTATION_MATRIX_FIELD_NUMBER: _ClassVar[int]
     QUATERNION_WXYZ_FIELD_NUMBER: _ClassVar[int]
     TRANSLATION_MM_FIELD_NUMBER: _ClassVar[int]
     REPROJECTION_RMSE_PX_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAINTY_DEG_FIELD_NUMBER: _ClassVar[int]
     euler_deg: Euler
     rotation_matrix: _containers.RepeatedScalarFieldContainer[float]
     quaternion_wxyz: _containers.RepeatedScalarFieldContainer[float]
     translation_mm: _containers.RepeatedScalarFieldContainer[float]
     reprojection_rmse_px: float
-    def __init__(self, euler_deg: _Optional[_Union[Euler, _Mapping]] = ..., rotation_matrix: _Optional[_Iterable[float]] = ..., quaternion_wxyz: _Optional[_Iterable[float]] = ..., translation_mm: _Optional[_Iterable[float]] = ..., reprojection_rmse_px: _Optional[float] = ...) -> None: ...
+    uncertainty_deg: float
+    def __init__(self, euler_deg: _Optional[_Union[Euler, _Mapping]] = ..., rotation_matrix: _Optional[_Iterable[float]] = ..., quaternion_wxyz: _Optional[_Iterable[float]] = ..., translation_mm: _Optional[_Iterable[float]] = ..., reprojection_rmse_px: _Optional[float] = ..., uncertainty_deg: _Optional[float] = ...) -> None: ...
 
 class Iris(_message.Message):
     __slots__ = ("centre", "contour", "radius_px")

@@ -34,7 +34,7 @@ def _option_fields(options: pb.Options) -> dict[str, Any]:
     return {
         "include": [INCLUDE_NAMES.get(value, f"unknown({value})") for value in options.include],
         **_set_fields(options, ("max_faces", "min_score", "min_presence", "quality",
-                                "min_face_px")),
+                                "min_face_px", "max_uncertainty_deg")),
         **_set_fields(options.intrinsics, ("fx", "fy", "cx", "cy")),
     }
 
@@ -89,6 +89,7 @@ def fill_face(message: pb.Face, face: FaceOutput) -> None:
     pose.quaternion_wxyz.extend(_flat(face.quaternion_wxyz))
     pose.translation_mm.extend(_flat(face.t_cam_from_model_mm))
     pose.reprojection_rmse_px = face.reprojection_rmse_px
+    pose.uncertainty_deg = face.uncertainty_deg
     if face.landmarks68_px is not None:
         message.landmarks68.extend(_flat(face.landmarks68_px))
     if face.landmarks_px is not None:
@@ -162,6 +163,7 @@ def image_result_to_dict(result: pb.ImageResult) -> dict[str, Any]:
                 "quaternion_wxyz": list(pose.quaternion_wxyz),
                 "translation_mm": list(pose.translation_mm),
                 "reprojection_rmse_px": pose.reprojection_rmse_px,
+                "uncertainty_deg": pose.uncertainty_deg,
             },
         }
         for name, values, width in (("landmarks68", face.landmarks68, 2),

@@ -16,6 +16,7 @@ from service.pipeline.presets import PRESETS
 from service.pipeline.records import Face, ImageRequest, ImageResult, ImageWork, Preset
 from service.pipeline.scale import rescale_boxes, rescale_camera, rescale_landmarks
 from service.pipeline.solve import load_canonical_face, mesh_in_camera_mm
+from service.pipeline.uncertainty import box_side_px, uncertainty_deg
 from service.runtime.base import InferenceRuntime
 
 
@@ -42,6 +43,11 @@ def finish(runtime: InferenceRuntime, work: ImageWork, preset: Preset) -> ImageR
             work.boxes, work.scores, work.landmarks, work.presence, work.poses, strict=True):
         if face_presence < request.options.min_presence:
             continue
+        uncertainty = uncertainty_deg(pose, float(face_presence), box_side_px(box), preset.name,
+                                      request.reduction)
+        limit = request.options.max_uncertainty_deg
+        if limit is not None and not uncertainty <= limit:
+            continue
         vertices = mesh_in_camera_mm(face_landmarks, pose, face_model.vertices_mm,
                                      request.camera)
         if not all(np.isfinite(a).all() for a in (box, face_landmarks, vertices,
@@ -50,7 +56,7 @@ def finish(runtime: InferenceRuntime, work: ImageWork, preset: Preset) -> ImageR
             # A degenerate fit (noise the detector took for a face) has no pose to give.
             continue
         result.faces.append(Face(box, float(score), float(face_presence), pose,
-                                 face_landmarks, vertices))
+                                 face_landmarks, vertices, uncertainty))
     if request.options.iris and result.faces:
         kept = np.stack([face.landmarks_px for face in result.faces])
         with STAGE_SECONDS.labels("iris").time():

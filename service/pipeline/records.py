@@ -30,6 +30,7 @@ class PipelineOptions:
     iris: bool = False
     quality: Quality = Quality.BALANCED
     min_face_px: int | None = None  # smallest face searched for, full-size pixels; None: preset's
+    max_uncertainty_deg: float | None = None  # faces less sure than this are dropped
 
 
 @dataclass
@@ -139,6 +140,7 @@ class Face:
     pose: Pose
     landmarks_px: np.ndarray  # (468, 3) x, y image pixels, z relative depth in pixels
     vertices_mm: np.ndarray  # (468, 3) camera frame
+    uncertainty_deg: float  # the pose's expected mean absolute error (pipeline/uncertainty.py)
     iris: IrisPair | None = None
 
 

@@ -8,7 +8,8 @@ looking at the camera), y up, z toward the viewer. The service works in OpenCV's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
@@ -84,10 +85,21 @@ def default_camera(width: int, height: int, fov_deg: float) -> Camera:
 
 
 @dataclass(frozen=True)
+class PoseEvidence:
+    """The separate fits a face's pose was made from, kept to tell how far to trust it: where
+    they disagree, the pose is less sure. Each (3, 3) r_cam_from_model, None if not fitted."""
+
+    from_mesh: np.ndarray | None = None  # PnP of the 468 mesh landmarks
+    from_keypoints: np.ndarray | None = None  # PnP of the detector's six keypoints
+    from_mirror: np.ndarray | None = None  # the mirrored image's fit, unmirrored
+
+
+@dataclass(frozen=True)
 class Pose:
     r_cam_from_model: np.ndarray  # (3, 3)
     t_cam_from_model_mm: np.ndarray  # (3,)
     reprojection_rmse_px: float
+    evidence: PoseEvidence = PoseEvidence()
 
 
 def solve_pose(
@@ -179,29 +191,35 @@ def face_pose(landmarks_px: np.ndarray, keypoints_px: np.ndarray, presence: floa
         pose = solve_pose(points, model, camera)
     except DegeneratePose:
         return UNDEFINED_POSE
+    # The keypoints' own fit is kept even where it is not blended in: where it disagrees with
+    # the mesh's, the pose is less sure (pipeline/uncertainty.py). Six points: ~0.1 ms.
+    from_keypoints = None
+    if np.isfinite(keypoints_px).all():
+        with contextlib.suppress(DegeneratePose):
+            from_keypoints = solve_pose(keypoints_px, face.keypoints_mm, camera)
+    evidence = PoseEvidence(pose.r_cam_from_model,
+                            None if from_keypoints is None else from_keypoints.r_cam_from_model)
+    pose = replace(pose, evidence=evidence)
+    if from_keypoints is None:
+        return pose
+    if presence < MESH_TRUSTED_PRESENCE:
+        return replace(from_keypoints, evidence=evidence)
     yaw = abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1])
     weight = np.clip((yaw - KEYPOINTS_FROM_YAW_DEG)
                      / (KEYPOINTS_ONLY_YAW_DEG - KEYPOINTS_FROM_YAW_DEG), 0.0, 1.0)
-    if not np.isfinite(keypoints_px).all() or (weight == 0.0
-                                               and presence >= MESH_TRUSTED_PRESENCE):
+    if weight == 0.0:
         return pose
-    try:
-        from_keypoints = solve_pose(keypoints_px, face.keypoints_mm, camera)
-    except DegeneratePose:
-        return pose
-    if presence < MESH_TRUSTED_PRESENCE:
-        return from_keypoints
     rotation = mean_rotation(pose.r_cam_from_model, from_keypoints.r_cam_from_model, weight)
-    return pose_with_rotation(rotation, landmarks_px, face, camera)
+    return pose_with_rotation(rotation, landmarks_px, face, camera, evidence)
 
 
 def pose_with_rotation(rotation: np.ndarray, landmarks_px: np.ndarray, face: CanonicalFace,
-                       camera: Camera) -> Pose:
+                       camera: Camera, evidence: PoseEvidence = PoseEvidence()) -> Pose:
     """The pose with this rotation whose translation best fits the landmarks."""
     points, model = landmarks_px[:, :2], face.vertices_mm
     translation = translation_for_rotation(rotation, points, model, camera)
     return Pose(rotation, translation,
-                reprojection_rmse(rotation, translation, points, model, camera))
+                reprojection_rmse(rotation, translation, points, model, camera), evidence)
 
 
 def euler_pitch_yaw_roll_deg(r_cam_from_model: np.ndarray) -> tuple[float, float, float]:

@@ -480,8 +480,9 @@ def mirror(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
             r_mirrored = unmirror_rotation(pose.r_cam_from_model)
             if not np.isfinite(r_mirrored).all():
                 continue
+            evidence = replace(poses[j].evidence, from_mirror=r_mirrored)
             poses[j] = pose_with_rotation(mean_rotation(poses[j].r_cam_from_model, r_mirrored),
-                                          landmarks[j], face_model, camera)
+                                          landmarks[j], face_model, camera, evidence)
         averaged.append(replace(work, landmarks=landmarks, presence=presence,
                                 poses=tuple(poses)))
     return averaged

@@ -39,6 +39,7 @@ from service.pipeline.solve import (
     reprojection_rmse,
 )
 from service.pipeline.stages import fit_meshes, locate, run_fit_stages
+from service.pipeline.uncertainty import box_side_px, uncertainty_deg
 from service.runtime.base import InferenceRuntime
 
 NO_KEYPOINTS = np.full((NUM_KEYPOINTS, 2), np.nan)
@@ -252,8 +253,10 @@ class Tracker:
 
     def _faces(self, image: np.ndarray, camera: Camera, time_s: float) -> list[TrackedFace]:
         face_model = load_canonical_face()
+        options = self.settings.options
         faces: list[TrackedFace] = []
         alive: list[Track] = []
+        shown: list[Track] = []
         for track in self.tracks:
             with STAGE_SECONDS.labels("solve").time():
                 pose = face_pose(track.landmarks_px, NO_KEYPOINTS, track.presence, face_model,
@@ -263,7 +266,7 @@ class Tracker:
                 # No pose: the landmarks have left the face; the detector picks it up again.
                 self._dropped.append(track)
                 continue
-            landmarks = track.landmarks_px
+            landmarks, fitted = track.landmarks_px, pose
             if track.smoother is not None:
                 with STAGE_SECONDS.labels("smooth").time():
                     rotation, translation, landmarks = track.smoother(
@@ -272,14 +275,23 @@ class Tracker:
                     rotation, translation, landmarks[:, :2], face_model.vertices_mm, camera))
             vertices = mesh_in_camera_mm(landmarks, pose, face_model.vertices_mm, camera)
             box = landmark_boxes(landmarks[face_model.landmarks68][None])[0]
-            faces.append(TrackedFace(track.track_id, Face(box, track.score, track.presence,
-                                                          pose, landmarks, vertices)))
+            # From the fit before smoothing, which has its evidence; the detector's keypoints
+            # are not followed from frame to frame, so the model without them applies.
+            uncertainty = uncertainty_deg(fitted, track.presence, box_side_px(box),
+                                          options.quality.value)
             alive.append(track)
+            if options.max_uncertainty_deg is not None and not (
+                    uncertainty <= options.max_uncertainty_deg):
+                continue  # still followed, not shown
+            faces.append(TrackedFace(track.track_id, Face(box, track.score, track.presence,
+                                                          pose, landmarks, vertices,
+                                                          uncertainty)))
+            shown.append(track)
         self.tracks = alive
-        if self.settings.options.iris and faces:
+        if options.iris and faces:
             # Irises come from this frame's pixels, unsmoothed: a filter would let them slide
             # off the eyes they are measured in.
-            pairs = run_iris(self.runtime, image, np.stack([t.landmarks_px for t in alive]))
+            pairs = run_iris(self.runtime, image, np.stack([t.landmarks_px for t in shown]))
             for tracked, pair in zip(faces, pairs, strict=True):
                 tracked.face.iris = pair
         return faces

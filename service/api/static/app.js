@@ -95,6 +95,7 @@
         fixed(angles.yaw),
         fixed(angles.pitch),
         fixed(angles.roll),
+        `±${fixed(face.pose.uncertainty_deg)}`,
         fixed(face.pose.translation_mm[2], 0),
         visible ? `${visible.filter(Boolean).length} of ${visible.length}` : "",
       ];
