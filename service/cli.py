@@ -13,6 +13,7 @@ from typing import Any
 
 import uvicorn
 
+from service.app.options import RequestOptions
 from service.config import Quality, get_settings
 
 
@@ -102,6 +103,52 @@ def _batch(args: argparse.Namespace) -> int:
     return 0
 
 
+UNREADABLE = "unreadable_file"  # the CLI's own error code: a path it could not read
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    import json
+
+    from service.errors import FaceposeError
+    from service.local import FacePose
+
+    options = {name: value for name in OPTION_FLAGS
+               if (value := getattr(args, name)) is not None}
+    paths = [Path(path) for path in args.paths]
+    entries: list[dict[str, Any]] = []
+    try:
+        with FacePose() as facepose:
+            for index, path in enumerate(paths):
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    entry = {"index": index, "width": None, "height": None, "camera": None,
+                             "faces": [], "quality": None, "min_face_px": None,
+                             "error": {"code": UNREADABLE, "message": f"{path}: {exc.strerror}"}}
+                else:
+                    (entry,) = facepose.estimate([data], **options)["images"]
+                    entry["index"] = index
+                    if args.render and entry["error"] is None:
+                        out = (Path(args.render) if len(paths) == 1
+                               else Path(args.render) / f"{path.stem}.jpg")
+                        out.parent.mkdir(parents=True, exist_ok=True)
+                        out.write_bytes(facepose.render(data, **options))
+                entries.append(entry)
+                if len(paths) > 1:
+                    found = (f"error {entry['error']['code']}" if entry["error"]
+                             else f"{len(entry['faces'])} faces")
+                    print(f"[{index + 1}/{len(paths)}] {path}: {found}", file=sys.stderr)
+    except FaceposeError as exc:  # an option or the number of paths refused
+        print(f"facepose estimate: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    print(json.dumps({"images": entries}))
+    return 0 if any(entry["error"] is None for entry in entries) else 1
+
+
+# `facepose estimate` takes each /v1/faces query parameter as a flag of the same name.
+OPTION_FLAGS = tuple(name for name in RequestOptions.model_fields)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facepose", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     batch.add_argument("--retries", type=int, default=6,
                        help="tries in a row without progress before giving up")
     batch.set_defaults(handler=_batch)
+
+    estimate = commands.add_parser(
+        "estimate", help="estimate images in this process (no server) and print the "
+                         "/v1/faces JSON")
+    estimate.add_argument("paths", nargs="+", help="image files")
+    for name, field in RequestOptions.model_fields.items():
+        estimate.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
+                              help=field.description)
+    estimate.add_argument("--render", default=None,
+                          help="also write the overlay: a file for one path, else a folder "
+                               "of <name>.jpg")
+    estimate.set_defaults(handler=_estimate)
 
     args = parser.parse_args(argv)
     return int(args.handler(args))

@@ -11,7 +11,7 @@ SERVICE = Path(__file__).resolve().parent.parent / "service"
 # Higher imports lower, never the reverse. Modules not named sit beside every layer (settings,
 # errors, metrics, logs) and import only each other.
 LAYERS = {
-    "clients": 5, "cli": 5, "gateway": 5, "batch_client": 5, "client": 5,
+    "clients": 5, "cli": 5, "gateway": 5, "batch_client": 5, "client": 5, "local": 5,
     "api": 4, "grpc": 4,
     "app": 3,
     "pipeline": 2, "models": 2, "triton_local": 2,

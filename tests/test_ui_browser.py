@@ -111,7 +111,8 @@ def test_upload_shows_overlay_pose_table_and_json(browser: webdriver.Chrome, pho
     cells = [cell.text for cell in rows[0].find_elements(By.CSS_SELECTOR, "th, td")]
     yaw, pitch, roll = (float(text) for text in cells[2:5])
     assert abs(yaw) < 20 and abs(pitch) < 25 and abs(roll) < 15
-    assert cells[6].endswith("of 468")
+    assert cells[5].startswith("±") and 0 < float(cells[5][1:]) < 10  # uncertainty
+    assert cells[7].endswith("of 468")
     size = browser.execute_script(
         "const img = document.getElementById('overlay');"
         "return [img.naturalWidth, img.naturalHeight];")

@@ -1,10 +1,12 @@
-"""Reading the images of a /v1/faces or /v1/render request: the raw body or the multipart parts
-named `images`, under the size limits, with the `boxes` query parameter; and the request body's
-OpenAPI description."""
+"""Reading the images of a /v1/faces or /v1/render request: the raw body, the multipart parts
+named `images`, or a JSON body of base64 images, under the size limits, with the `boxes` query
+parameter; and the request body's OpenAPI description."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +35,10 @@ IMAGE_CONTENT_TYPES = frozenset(SUPPORTED_FORMATS.values())
 # The common misspelling of image/jpeg.
 CONTENT_TYPE_ALIASES = {"image/jpg": "image/jpeg"}
 _BINARY = {"type": "string", "format": "binary"}
+JSON_SHAPE = '{"images": [{"data": "<base64>"}, ...]}'
+# base64 carries 3 bytes in 4 characters: a JSON body may be that much larger than the images it
+# holds, and a little more for its keys and punctuation; the limits apply to the images.
+JSON_BODY_SLACK_BYTES = 64 * 1024
 
 
 def image_request_body(max_images: int) -> dict[str, Any]:
@@ -40,6 +46,16 @@ def image_request_body(max_images: int) -> dict[str, Any]:
     multipart parts named `images`."""
     return {"required": True, "content": {
         **{media_type: {"schema": _BINARY} for media_type in sorted(IMAGE_CONTENT_TYPES)},
+        "application/json": {"schema": {
+            "type": "object", "required": ["images"], "additionalProperties": False,
+            "properties": {"images": {"type": "array", "minItems": 1, "maxItems": max_images,
+                                      "items": {"type": "object", "required": ["data"],
+                                                "additionalProperties": False,
+                                                "properties": {"data": {
+                                                    "type": "string", "format": "byte",
+                                                    "description": "The encoded image, "
+                                                                   "base64."}}}}},
+        }},
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["images"],
             "properties": {"images": {"type": "array", "minItems": 1, "maxItems": max_images,
@@ -58,10 +74,11 @@ def body_read_deadline_s(settings: Settings, expected_bytes: int) -> float:
     return settings.body_read_timeout_s + expected_bytes / settings.body_read_min_bytes_per_s
 
 
-async def read_body(request: Request, settings: Settings, held: Held) -> bytes:
-    """The body, under the size limit, holding its bytes in the memory budget as they come,
-    within its deadline (BodyReadTimeout past it)."""
-    limit = settings.max_body_bytes
+async def read_body(request: Request, settings: Settings, held: Held,
+                    limit: int | None = None) -> bytes:
+    """The body, under the size limit (``limit``, else the settings'), holding its bytes in the
+    memory budget as they come, within its deadline (BodyReadTimeout past it)."""
+    limit = settings.max_body_bytes if limit is None else limit
     declared = request.headers.get("content-length")
     expected = int(declared) if declared is not None and declared.isdigit() else 0
     if expected > limit:
@@ -111,6 +128,32 @@ async def read_multipart(request: Request, settings: Settings, held: Held) -> li
             for part in parts]
 
 
+async def read_json_images(request: Request, settings: Settings, held: Held) -> list[bytes]:
+    """The images of a JSON body; BadRequestBody for malformed JSON, shape or base64, and the
+    limits on the decoded images (an image that is not one fails its own entry later)."""
+    body = await read_body(request, settings, held,
+                           -(-settings.max_body_bytes * 4 // 3) + JSON_BODY_SLACK_BYTES)
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequestBody(f"malformed JSON body ({exc}); send {JSON_SHAPE}") from None
+    images = value.get("images") if isinstance(value, dict) else None
+    if (not isinstance(images, list) or not images or set(value) != {"images"}
+            or not all(isinstance(item, dict) and set(item) == {"data"}
+                       and isinstance(item["data"], str) for item in images)):
+        raise BadRequestBody(f"a JSON body is {JSON_SHAPE}")
+    check_image_count(settings, len(images))
+    data = []
+    for index, item in enumerate(images):
+        try:
+            data.append(base64.b64decode(item["data"], validate=True))
+        except (binascii.Error, ValueError):
+            raise BadRequestBody(f"images[{index}].data is not base64") from None
+    if sum(map(len, data)) > settings.max_body_bytes:
+        raise BodyTooLarge(f"the images exceed {settings.max_body_bytes} bytes")
+    return data
+
+
 async def read_images(request: Request, settings: Settings, boxes_json: str | None,
                       held: Held, one_image: bool = False) -> EncodedImages:
     """The encoded images of a request, and the client's boxes for each. A raw body is one
@@ -121,13 +164,15 @@ async def read_images(request: Request, settings: Settings, boxes_json: str | No
         data, whole = [await read_body(request, settings, held)], True
     elif content_type == "multipart/form-data":
         data, whole = await read_multipart(request, settings, held), False
+    elif content_type == "application/json":
+        data, whole = await read_json_images(request, settings, held), False
     elif not content_type:
-        raise UnsupportedImage("missing Content-Type: send image/jpeg, image/png, image/webp "
-                               "or multipart/form-data")
+        raise UnsupportedImage("missing Content-Type: send image/jpeg, image/png, image/webp, "
+                               "multipart/form-data or application/json")
     else:
         raise UnsupportedImage(f"unsupported Content-Type {content_type!r}: send image/jpeg, "
-                               "image/png, image/webp or multipart/form-data with parts "
-                               "'images'")
+                               "image/png, image/webp, multipart/form-data with parts "
+                               f"'images', or application/json {JSON_SHAPE}")
     check_image_count(settings, len(data))
     if one_image and len(data) != 1:
         raise OneImageOnly(f"/v1/render draws one image and this request has {len(data)}: "
