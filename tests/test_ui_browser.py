@@ -187,3 +187,34 @@ def test_page_loads_with_api_keys_and_sends_the_key(browser: webdriver.Chrome,
         wait_for_result(browser)
         assert "1 face" in status_text(browser), status_text(browser)
         screenshot(browser, "ui-api-key.png")
+
+
+def test_the_api_docs_render_from_the_gateway_alone(browser: webdriver.Chrome,
+                                                    server_url: str) -> None:
+    """/docs loads Swagger UI's script and styles from the gateway (none from elsewhere) and
+    shows the routes."""
+    browser.get(f"{server_url}/docs")
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
+    sources = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name);")
+    assert sources and all(name.startswith(server_url) for name in sources), sources
+    paths = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")]
+    assert "/v1/faces" in paths
+
+
+def test_a_failed_upload_clears_the_previous_result(browser: webdriver.Chrome, photo: Path,
+                                                    server_url: str,
+                                                    tmp_path: Path) -> None:
+    browser.set_window_size(1280, 1000)
+    browser.get(f"{server_url}/")
+    upload(browser, photo)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#poses tbody tr")) == 1
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(photo.read_bytes()[:2000])
+    browser.find_element(By.ID, "file").send_keys(str(truncated))
+    # Until the error shows (the previous result would satisfy wait_for_result at once).
+    WebDriverWait(browser, 60).until(lambda d: "error" in (
+        d.find_element(By.ID, "status").get_attribute("class") or ""))
+    assert browser.find_elements(By.CSS_SELECTOR, "#poses tbody tr") == []
+    assert not browser.find_element(By.ID, "overlay-figure").is_displayed()
+    assert browser.find_element(By.ID, "json").text == ""

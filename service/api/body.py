@@ -136,7 +136,9 @@ async def read_json_images(request: Request, settings: Settings, held: Held) -> 
     try:
         value = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise BadRequestBody(f"malformed JSON body ({exc}); send {JSON_SHAPE}") from None
+        where = (f"{exc.msg} at byte {exc.pos}" if isinstance(exc, json.JSONDecodeError)
+                 else "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "too deep")
+        raise BadRequestBody(f"malformed JSON body ({where}); send {JSON_SHAPE}") from None
     images = value.get("images") if isinstance(value, dict) else None
     if (not isinstance(images, list) or not images or set(value) != {"images"}
             or not all(isinstance(item, dict) and set(item) == {"data"}

@@ -24,7 +24,7 @@ from service.api.middleware import ObserveRequests, RequireApiKey
 from service.api.render import render_router
 from service.api.responses import ERROR_RESPONSES, JSONResponse, install_refusals
 from service.api.serialize import images_dict
-from service.api.ui import PUBLIC_PATHS, ui_router
+from service.api.ui import PUBLIC_PATHS, docs_router, ui_router
 from service.api.websocket import stream_router
 from service.app.admission import Held
 from service.app.core import Core
@@ -51,6 +51,7 @@ def create_app(core: Core) -> FastAPI:
         description="6DoF head pose and dense 3D face mesh for every face in a photo.",
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        docs_url=None, redoc_url=None,  # served by docs_router, without a CDN
     )
     app.state.core = core
 
@@ -94,6 +95,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(render_router(core, faces_query))
     app.include_router(stream_router(core))
     app.include_router(ui_router())
+    app.include_router(docs_router(app.openapi_url or "/openapi.json", app.title))
     app.include_router(info_router(core))
 
     return app

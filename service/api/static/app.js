@@ -141,6 +141,15 @@
       json.textContent = pretty(faces);
       say(`Done: ${count} ${count === 1 ? "face" : "faces"} found.`);
     } catch (error) {
+      // The previous photo's result is not this one's: cleared, so it cannot be taken for it.
+      if (overlayUrl) URL.revokeObjectURL(overlayUrl);
+      overlayUrl = null;
+      overlay.removeAttribute("src");
+      overlay.alt = "";
+      overlayFigure.hidden = true;
+      posesBody.replaceChildren();
+      posesCaption.textContent = "No faces: this photo could not be read";
+      json.textContent = "";
       say(error.message || String(error), true);
       if (error.status === 401) {
         options.open = true;
