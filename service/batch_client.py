@@ -72,13 +72,16 @@ class Summary:
     failures: int = 0
     retries: int = 0
     started: float = field(default_factory=time.perf_counter)
+    stopped: str | None = None  # why the run ended before every image was done
 
     def line(self) -> str:
         elapsed = time.perf_counter() - self.started
         rate = self.written / elapsed if elapsed > 0 else 0.0
+        left = self.total - self.skipped - self.written
         return (f"images {self.written} (+{self.skipped} already done of {self.total}), "
                 f"faces {self.faces}, failures {self.failures}, retries {self.retries}, "
-                f"{rate:.1f} images/s")
+                f"{rate:.1f} images/s"
+                + (f"; stopped with {left} left: {self.stopped}" if self.stopped else ""))
 
 
 class BatchRun:
@@ -91,7 +94,10 @@ class BatchRun:
         self.concurrency = concurrency
         self.retries = retries
         self.summary = summary
-        self.progress = tqdm(total=len(paths), unit="img", dynamic_ncols=True, file=sys.stderr)
+        # A bar only on a terminal; elsewhere (a log) it would be lines of carriage returns
+        # with the messages mixed in. Messages go through tqdm.write, above the bar.
+        self.progress = tqdm(total=len(paths), unit="img", dynamic_ncols=True, file=sys.stderr,
+                             disable=not sys.stderr.isatty())
 
     def record(self, path: str, entry: dict[str, Any] | None,
                error: dict[str, str] | None = None) -> None:
@@ -147,6 +153,12 @@ class BatchRun:
     async def run(self) -> None:
         channel_options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+        try:
+            await self._run(channel_options)
+        finally:
+            self.progress.close()
+
+    async def _run(self, channel_options: list[tuple[str, int]]) -> None:
         attempt = 0
         async with grpc.aio.insecure_channel(self.server, options=channel_options) as channel:
             stub = pb_grpc.FacePoseStub(channel)
@@ -162,20 +174,27 @@ class BatchRun:
                         raise
                     self.summary.retries += 1
                     delay = min(30.0, 0.5 * 2 ** attempt)
-                    self.progress.write(f"{exc.code().name}: {exc.details()}; "
-                                        f"retrying in {delay:.1f} s")
+                    tqdm.write(f"{exc.code().name}: {exc.details()}; retrying in {delay:.1f} s",
+                               file=sys.stderr)
                     await asyncio.sleep(delay)
-        self.progress.close()
 
 
 def run_batch(source: str, server: str, out: Path, options: pb.Options, concurrency: int = 16,
               retries: int = 6) -> Summary:
+    """Every image of ``source`` not already in ``out``, estimated into it. The summary says
+    what was done, and ``stopped`` why it ended early (the server gone past the retries, or
+    an interrupt); what was written stays, and the same call resumes."""
     paths = collect_paths(source)
     done = completed_paths(out)
     todo = [p for p in paths if p not in done]
     summary = Summary(total=len(paths), skipped=len(paths) - len(todo))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as handle:
-        asyncio.run(BatchRun(todo, server, handle, options, concurrency, retries,
-                             summary).run())
+        try:
+            asyncio.run(BatchRun(todo, server, handle, options, concurrency, retries,
+                                 summary).run())
+        except grpc.RpcError as exc:
+            summary.stopped = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+        except KeyboardInterrupt:
+            summary.stopped = "interrupted"
     return summary

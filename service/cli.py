@@ -82,25 +82,19 @@ def _triton(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    import grpc
-
     from service.batch_client import run_batch
     from service.client import grpc_options
 
     include = [name for name in args.include.split(",") if name]
     options = grpc_options(include, max_faces=args.max_faces, min_score=args.min_score,
                            min_presence=args.min_presence, quality=args.quality)
-    try:
-        summary = run_batch(args.source, args.server, Path(args.out), options,
-                            args.concurrency, args.retries)
-    except KeyboardInterrupt:
-        print("interrupted: re-run the same command to go on where it stopped", file=sys.stderr)
-        return 130
-    except grpc.RpcError as exc:
-        print(f"failed: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
-        return 1
+    summary = run_batch(args.source, args.server, Path(args.out), options, args.concurrency,
+                        args.retries)
     print(summary.line())
-    return 0
+    if summary.stopped is None:
+        return 0
+    print("re-run the same command to go on where it stopped", file=sys.stderr)
+    return 130 if summary.stopped == "interrupted" else 1
 
 
 UNREADABLE = "unreadable_file"  # the CLI's own error code: a path it could not read

@@ -115,3 +115,21 @@ def test_batch_waits_for_a_server_that_comes_up_late(tmp_path: Path) -> None:
     assert early.returncode == 0, stderr.decode()
     assert sorted(line["path"] for line in lines(out)) == sorted(expected)
     assert "retries 0" not in stdout.decode()
+
+
+def test_a_server_that_never_comes_still_gets_a_summary(tmp_path: Path) -> None:
+    """The retries spent: exit 1 with the summary line (nothing done, why it stopped) on
+    stdout, and the retry messages as plain lines on stderr, not inside a progress bar."""
+    from tests.conftest import free_port
+
+    count = len(make_folder(tmp_path / "images", 2))
+    ran = subprocess.run(
+        [sys.executable, "-m", "service.cli", "batch", str(tmp_path / "images"), "--server",
+         f"127.0.0.1:{free_port()}", "--out", str(tmp_path / "out.jsonl"), "--retries", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 1, ran.stderr
+    assert f"images 0 (+0 already done of {count})" in ran.stdout
+    assert f"stopped with {count} left: UNAVAILABLE" in ran.stdout
+    retries = [line for line in ran.stderr.splitlines() if "retrying in" in line]
+    assert retries and all(line.startswith("UNAVAILABLE") for line in retries)
+    assert "\r" not in ran.stderr  # no bar redrawn into a log
