@@ -228,3 +228,32 @@ def test_lines_and_text_grow_with_the_image() -> None:
     result = posed_face(yaw=10, pitch=5, width=320, height=240)
     drawn = render(np.zeros((240, 320, 3), np.uint8), result, frozenset())
     assert drawn.shape == (240, 320, 3) and drawn.any()
+
+
+def test_group_photo_panels_are_numbered_and_clear_of_each_other(client: httpx.Client) -> None:
+    """insightface's t1.jpg, six faces side by side: each face's number (as in the table) and
+    angles sit on panels that cover no other panel and no face's box."""
+    from service.local import FacePose
+    from service.pipeline.draw import face_panels
+    from tests.images import group_photo
+
+    data = group_photo()
+    with FacePose() as facepose:
+        request_options = facepose.options_model()
+        (outcome,), _ = facepose._outcomes([data], None, {})
+    result = outcome.result
+    assert result is not None and len(result.faces) == 6
+    height, width = outcome.height, outcome.width
+    panels = face_panels(result, style_for(width, height), width, height)
+    assert [panel.lines[0].split()[0] for panel in panels[::2]] == [f"#{n}" for n in range(1, 7)]
+    rects = [panel.rect for panel in panels]
+    boxes = [tuple(round(float(v)) for v in face.box) for face in result.faces]
+
+    def overlap(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+        return (max(0, min(a[2], b[2]) - max(a[0], b[0]))
+                * max(0, min(a[3], b[3]) - max(a[1], b[1])))
+
+    for i, rect in enumerate(rects):
+        assert all(overlap(rect, other) == 0 for other in rects[i + 1:]), (i, rect)
+        assert all(overlap(rect, box) == 0 for box in boxes), (i, rect)
+    assert request_options is not None

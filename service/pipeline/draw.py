@@ -43,6 +43,10 @@ NOSE_TIP_VERTEX = 1
 # The head frame the Euler angles are defined in (x the subject's left, y up, z out of the
 # face), in the API's model axes (x right, y down, z into the face): columns.
 HEAD_AXES_IN_MODEL = np.diag([1.0, -1.0, -1.0])
+# Text 0.55 high (OpenCV's font scale) for a face this many pixels across, smaller for smaller
+# faces down to 0.35 (legible), larger ones up to the image's own size.
+TEXT_ROOM_PX = 110.0
+FONT_SCALE_AT_ROOM, MIN_FONT_SCALE = 0.55, 0.35
 # Fixed-point bits for sub-pixel line positions (cv2's `shift`).
 SHIFT = 4
 
@@ -171,36 +175,75 @@ def draw_axes(image: np.ndarray, face: Face, camera: Camera, line: int) -> None:
                         cv2.LINE_AA, SHIFT, tip)
 
 
-def draw_text_block(image: np.ndarray, lines: list[str], anchor: tuple[int, int],
-                    style: Style, prefer_left: bool = False) -> None:
-    """Lines of text on a panel, whose top-left corner is near ``anchor``, kept inside the image.
+@dataclass(frozen=True)
+class Panel:
+    """A block of text lines on a dark panel; ``rect`` (x1, y1, x2, y2) pixels, padding in."""
 
-    With ``prefer_left`` the block's top-right corner is at ``anchor`` instead, if it fits.
-    """
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    height, width = image.shape[:2]
-    sizes = [cv2.getTextSize(text, font, style.font_scale, style.font_line) for text in lines]
+    lines: tuple[str, ...]
+    rect: tuple[int, int, int, int]
+    style: Style
+
+
+def _block_size(lines: tuple[str, ...], style: Style) -> tuple[int, int, int]:
+    """(width, height, line height) of the lines' text, without the padding."""
+    sizes = [cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, style.font_scale, style.font_line)
+             for text in lines]
     line_height = max(h + b for (_, h), b in sizes) + style.gap
-    block_width = max(w for (w, _), _ in sizes)
-    x, y = anchor
-    if prefer_left:
-        x -= block_width
-    x = int(min(max(x, 0), max(0, width - block_width)))
-    y = int(min(max(y, 0), max(0, height - line_height * len(lines))))
+    return max(w for (w, _), _ in sizes), line_height * len(lines), line_height
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    return (max(0, min(a[2], b[2]) - max(a[0], b[0]))
+            * max(0, min(a[3], b[3]) - max(a[1], b[1])))
+
+
+def place_panel(lines: tuple[str, ...], corners: list[tuple[float, float]], style: Style,
+                taken: list[tuple[int, int, int, int]], width: int, height: int) -> Panel:
+    """The lines' panel at the first of ``corners`` (top-left corners of the text, moved inside
+    the image) where it covers nothing ``taken``, else where it covers least."""
+    text_width, text_height, _ = _block_size(lines, style)
     pad = style.gap
-    _paint(image, (max(0, x - pad), max(0, y - pad),
-                   min(width, x + block_width + pad), min(height, y + line_height * len(lines))),
-           PANEL_RGB, PANEL_OPACITY,
-           lambda mask, origin: mask.fill(255))
-    for row, (text, ((_, text_height), _)) in enumerate(zip(lines, sizes, strict=True)):
-        baseline = (x, y + row * line_height + text_height)
+    best: tuple[int, tuple[int, int, int, int]] | None = None
+    for x, y in corners:
+        x = int(min(max(x, pad), max(pad, width - text_width - pad)))
+        y = int(min(max(y, pad), max(pad, height - text_height)))
+        rect = (x - pad, y - pad, x + text_width + pad, y + text_height)
+        covered = sum(_overlap(rect, other) for other in taken)
+        if best is None or covered < best[0]:
+            best = (covered, rect)
+        if covered == 0:
+            break
+    assert best is not None
+    return Panel(lines, best[1], style)
+
+
+def text_style_for(style: Style, face_side_px: float) -> Style:
+    """The image's text style, no larger than a face of this size has room for beside it: in a
+    group photo a face's panels would otherwise cover its neighbours."""
+    wanted = max(MIN_FONT_SCALE, FONT_SCALE_AT_ROOM * face_side_px / TEXT_ROOM_PX)
+    scale = min(1.0, wanted / style.font_scale)
+    return Style(style.line, style.font_scale * scale, max(1, round(style.font_line * scale)),
+                 max(2, round(style.gap * scale)))
+
+
+def draw_panel(image: np.ndarray, panel: Panel) -> None:
+    style = panel.style
+    x1, y1, x2, y2 = panel.rect
+    height, width = image.shape[:2]
+    _paint(image, (max(0, x1), max(0, y1), min(width, x2), min(height, y2)), PANEL_RGB,
+           PANEL_OPACITY, lambda mask, origin: mask.fill(255))
+    _, _, line_height = _block_size(panel.lines, style)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for row, text in enumerate(panel.lines):
+        text_height = cv2.getTextSize(text, font, style.font_scale, style.font_line)[0][1]
+        baseline = (x1 + style.gap, y1 + style.gap + row * line_height + text_height)
         cv2.putText(image, text, baseline, font, style.font_scale, TEXT_RGB, style.font_line,
                     cv2.LINE_AA)
 
 
 def draw_face(image: np.ndarray, face: Face, camera: Camera, include: frozenset[str],
               style: Style) -> None:
-    """One face: its mesh (or landmarks), box, score, axes and angles."""
+    """One face's geometry: its mesh (or landmarks), irises, box and axes."""
     face_model = load_canonical_face()
     visible = visible_vertices(face.vertices_mm, face_model.triangles)
     landmarks = face.landmarks_px[:, :2]
@@ -220,39 +263,59 @@ def draw_face(image: np.ndarray, face: Face, camera: Camera, include: frozenset[
             cv2.circle(image, tuple(int(v) for v in _fixed(np.asarray(eye.centre))),
                        max(1, round(float(eye.radius_px) * (1 << SHIFT))), IRIS_RGB,
                        mesh_line, cv2.LINE_AA, SHIFT)
-
     x1, y1, x2, y2 = (float(v) for v in face.box)
     cv2.rectangle(image, tuple(int(v) for v in _fixed(np.array([x1, y1]))),
                   tuple(int(v) for v in _fixed(np.array([x2, y2]))), BOX_RGB, style.line,
                   cv2.LINE_AA, SHIFT)
     draw_axes(image, face, camera, style.line)
 
-    score_height = cv2.getTextSize("0", cv2.FONT_HERSHEY_SIMPLEX, style.font_scale,
-                                   style.font_line)[0][1]
-    draw_text_block(image, [f"{face.score:.2f}"],
-                    (round(x1), round(y1) - score_height - 2 * style.gap - style.line), style)
-    pitch, yaw, roll = euler_pitch_yaw_roll_deg(face.pose.r_cam_from_model)
-    angles = [f"yaw {yaw:+.1f}", f"pitch {pitch:+.1f}", f"roll {roll:+.1f}"]
-    block_width = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, style.font_scale,
-                                      style.font_line)[0][0] for t in angles)
-    # Beside the box: right of it if the text fits there, else left of it.
-    right_fits = x2 + 3 * style.gap + block_width <= image.shape[1]
-    draw_text_block(image, angles,
-                    (round(x2) + 2 * style.gap if right_fits else round(x1) - 2 * style.gap,
-                     round(y1)),
-                    style, prefer_left=not right_fits)
+
+def face_panels(result: ImageResult, image_style: Style, width: int, height: int
+                ) -> list[Panel]:
+    """Per face, in the response's order: its number (as in the page's table) and score above
+    its box, its angles beside it; each placed clear of the faces' boxes and of the panels
+    placed before it where the image has room."""
+    boxes: list[tuple[int, int, int, int]] = [
+        (round(x1), round(y1), round(x2), round(y2)) for x1, y1, x2, y2 in
+        (map(float, face.box) for face in result.faces)]
+    taken = list(boxes)
+    panels = []
+    for number, (face, (x1, y1, x2, y2)) in enumerate(zip(result.faces, boxes, strict=True),
+                                                       start=1):
+        style = text_style_for(image_style, float(max(x2 - x1, y2 - y1)))
+        label = (f"#{number}  {face.score:.2f}",)
+        _, label_height, _ = _block_size(label, style)
+        gap = 2 * style.gap + style.line
+        label_panel = place_panel(label, [(x1, y1 - label_height - gap), (x1, y2 + gap),
+                                          (x1 + gap, y1 + gap)], style, taken, width, height)
+        taken.append(label_panel.rect)
+        pitch, yaw, roll = euler_pitch_yaw_roll_deg(face.pose.r_cam_from_model)
+        angles = (f"yaw {yaw:+.1f}", f"pitch {pitch:+.1f}", f"roll {roll:+.1f}")
+        angles_width, angles_height, _ = _block_size(angles, style)
+        angles_panel = place_panel(
+            angles, [(x2 + gap, y1), (x1 - gap - angles_width, y1),
+                     (x2 + gap, y2 - angles_height), (x1 - gap - angles_width, y2 - angles_height),
+                     (x1, y2 + gap), (x1, y1 - angles_height - gap)], style, taken, width,
+            height)
+        taken.append(angles_panel.rect)
+        panels += [label_panel, angles_panel]
+    return panels
 
 
 def render(image: np.ndarray, result: ImageResult, include: frozenset[str]) -> np.ndarray:
-    """A copy of ``image`` (H, W, 3) RGB with every face of ``result`` drawn on it.
+    """A copy of ``image`` (H, W, 3) RGB with every face of ``result`` drawn on it, then the
+    faces' panels over all of them.
 
     include: what to draw besides box, axes and angles: any of mesh (the default when none
     is given), landmarks, landmarks68, iris.
     """
     canvas = np.ascontiguousarray(image).copy()
-    style = style_for(canvas.shape[1], canvas.shape[0])
+    height, width = canvas.shape[:2]
+    style = style_for(width, height)
     for face in result.faces:
         draw_face(canvas, face, result.camera, include, style)
+    for panel in face_panels(result, style, width, height):
+        draw_panel(canvas, panel)
     return canvas
 
 
