@@ -134,6 +134,10 @@ def test_phone_width_and_keyboard(browser: webdriver.Chrome, photo: Path,
     overflow = browser.execute_script(
         "return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
     assert overflow <= 1
+    # The table's caption is read whole at that width, not cut off by its sideways scroll.
+    caption_right = browser.execute_script(
+        "return document.getElementById('poses-caption').getBoundingClientRect().right;")
+    assert caption_right <= 390
     # The controls are reachable with Tab, in order, each with a visible focus outline.
     browser.execute_script("document.activeElement.blur();")
     reached = {}
