@@ -43,10 +43,10 @@ NOSE_TIP_VERTEX = 1
 # The head frame the Euler angles are defined in (x the subject's left, y up, z out of the
 # face), in the API's model axes (x right, y down, z into the face): columns.
 HEAD_AXES_IN_MODEL = np.diag([1.0, -1.0, -1.0])
-# Text 0.55 high (OpenCV's font scale) for a face this many pixels across, smaller for smaller
-# faces down to 0.35 (legible), larger ones up to the image's own size.
+# Text 0.7 high (OpenCV's font scale) for a face this many pixels across, smaller for smaller
+# faces down to 0.4, larger ones up to the image's own size.
 TEXT_ROOM_PX = 110.0
-FONT_SCALE_AT_ROOM, MIN_FONT_SCALE = 0.55, 0.35
+FONT_SCALE_AT_ROOM, MIN_FONT_SCALE = 0.7, 0.4
 # Fixed-point bits for sub-pixel line positions (cv2's `shift`).
 SHIFT = 4
 
