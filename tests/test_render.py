@@ -239,7 +239,6 @@ def test_group_photo_panels_are_numbered_and_clear_of_each_other(client: httpx.C
 
     data = group_photo()
     with FacePose() as facepose:
-        request_options = facepose.options_model()
         (outcome,), _ = facepose._outcomes([data], None, {})
     result = outcome.result
     assert result is not None and len(result.faces) == 6
@@ -256,4 +255,3 @@ def test_group_photo_panels_are_numbered_and_clear_of_each_other(client: httpx.C
     for i, rect in enumerate(rects):
         assert all(overlap(rect, other) == 0 for other in rects[i + 1:]), (i, rect)
         assert all(overlap(rect, box) == 0 for box in boxes), (i, rect)
-    assert request_options is not None
