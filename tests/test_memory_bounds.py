@@ -3,6 +3,7 @@ and comes back, and clients slow to send cannot lock the others out."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import threading
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 from service.api.connections import MAX_HEAD_BYTES
+from service.app import memory
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
 from tests.conftest import free_port, gateway_process
@@ -191,3 +193,27 @@ def test_stalled_grpc_calls_cannot_lock_out_the_others() -> None:
         finally:
             for sock in stalled:
                 sock.close()
+
+
+def test_the_heap_is_trimmed_once_the_service_stays_idle(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Not at every idle moment (that cost 5 ms a request at concurrency 1), and not while
+    requests are in."""
+    trims: list[float] = []
+    monkeypatch.setattr(memory, "trim_heap", lambda: trims.append(time.monotonic()))
+    monkeypatch.setattr(memory, "TRIM_AFTER_IDLE_S", 0.1)
+    in_service = [0]
+
+    async def scenario() -> None:
+        trim = memory.TrimWhenIdle(lambda: in_service[0])
+        for _ in range(5):  # idle moments between back-to-back requests: one trim, later
+            trim.idle()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert len(trims) == 1
+        trim.idle()
+        in_service[0] = 1  # a request came in before the delay ran out
+        await asyncio.sleep(0.2)
+        assert len(trims) == 1
+
+    asyncio.run(scenario())

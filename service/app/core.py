@@ -57,7 +57,8 @@ class Core:
         self.settings = settings
         self.api_keys = load_keys(settings.api_keys, settings.api_keys_file)
         self.options_model: type[RequestOptions] = options_model(settings)
-        self.gate = AdmissionGate(settings.max_in_flight_requests, TrimWhenIdle().idle)
+        trim = TrimWhenIdle(lambda: self.gate.admitted)
+        self.gate = AdmissionGate(settings.max_in_flight_requests, trim.idle)
         self.streams = StreamSlots(settings.stream_max_streams)
         self.memory = MemoryBudget(MB * inflight_budget_mb(settings.max_inflight_mb,
                                                            container_memory_limit_mb()))

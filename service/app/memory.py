@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+from collections.abc import Callable
 from typing import Any
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter, what MALLOC_ARENA_MAX sets
@@ -43,14 +44,30 @@ def trim_heap() -> None:
         malloc_trim(0)
 
 
-class TrimWhenIdle:
-    """Trims the heap, off the event loop, each time the service goes idle; not while a trim
-    is still running."""
+# The heap is trimmed once the service has been idle this long. Trimming at every idle moment
+# cost 5 ms a request at concurrency 1 (18.6 against 13.1 ms p50 for a 64x64 JPEG, the gateway
+# in one run): malloc_trim holds the heap's lock while the next request allocates.
+TRIM_AFTER_IDLE_S = 0.5
 
-    def __init__(self) -> None:
+
+class TrimWhenIdle:
+    """Trims the heap, off the event loop, once the service has stayed idle for
+    TRIM_AFTER_IDLE_S; not while a trim is still running."""
+
+    def __init__(self, in_service: Callable[[], int]) -> None:
+        """in_service: how many requests are admitted now."""
+        self.in_service = in_service
         self.pending: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def idle(self) -> None:
         """Called from the event loop when nothing is left in flight."""
-        if self.pending is None or self.pending.done():
-            self.pending = asyncio.get_running_loop().run_in_executor(None, trim_heap)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(TRIM_AFTER_IDLE_S, self._trim)
+
+    def _trim(self) -> None:
+        self._timer = None
+        if self.in_service() or (self.pending is not None and not self.pending.done()):
+            return  # busy again: the next idle moment schedules another
+        self.pending = asyncio.get_running_loop().run_in_executor(None, trim_heap)
