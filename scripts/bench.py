@@ -10,7 +10,8 @@ cost per request). Rows: facepose over REST and gRPC with the embedded runtime, 
 (``quality``) on aflw450, the same through a local Triton, and the peer: mediapipe==0.10.21's
 Python face mesh + cv2.solvePnP in one process (installed into .bench/peer-env by this script).
 CPU seconds per image count the serving processes (gateway, and Triton with its model
-processes), not the load generator.
+processes), not the load generator. calls/img and KB/img: the gateway's model calls and the bytes
+of their input tensors per image (on Triton, what goes over the wire), from its /metrics.
 """
 
 from __future__ import annotations
@@ -143,8 +144,20 @@ def gateway(env: dict[str, str], log_path: Path | None = None
             log.close()
 
 
+def model_traffic(url: str) -> tuple[float, float]:
+    """The gateway's model calls and bytes of input tensors so far, from its /metrics."""
+    calls = sent = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("facepose_inference_duration_seconds_count{"):
+            calls += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("facepose_inference_input_bytes_total{"):
+            sent += float(line.rsplit(" ", 1)[1])
+    return calls, sent
+
+
 def measure(send: Callable[[bytes], None], images: list[bytes], concurrency: int,
-            requests: int, cpu: Callable[[], float]) -> dict[str, float]:
+            requests: int, cpu: Callable[[], float],
+            traffic: Callable[[], tuple[float, float]] | None = None) -> dict[str, float]:
     for image in images:  # warm-up
         send(image)
     latencies: list[float] = []
@@ -154,14 +167,19 @@ def measure(send: Callable[[bytes], None], images: list[bytes], concurrency: int
         send(images[i % len(images)])
         latencies.append(time.perf_counter() - started)
 
+    calls_before, sent_before = traffic() if traffic else (np.nan, np.nan)
     cpu_before, started = cpu(), time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(requests)))
     wall = time.perf_counter() - started
+    cpu_after = cpu()
+    calls_after, sent_after = traffic() if traffic else (np.nan, np.nan)
     return {"images_per_s": requests / wall,
             "p50_ms": 1000 * float(np.percentile(latencies, 50)),
             "p99_ms": 1000 * float(np.percentile(latencies, 99)),
-            "cpu_s_per_image": (cpu() - cpu_before) / requests}
+            "cpu_s_per_image": (cpu_after - cpu_before) / requests,
+            "model_calls_per_image": (calls_after - calls_before) / requests,
+            "input_kb_per_image": (sent_after - sent_before) / 1024 / requests}
 
 
 def facepose_rows(label: str, env: dict[str, str], images: dict[str, bytes],
@@ -188,6 +206,9 @@ def facepose_rows(label: str, env: dict[str, str], images: dict[str, bytes],
         def cpu() -> float:
             return process_tree_cpu(pid) + extra_cpu()
 
+        def traffic() -> tuple[float, float]:
+            return model_traffic(url)
+
         def faces_in(image: bytes, quality: str | None = None) -> int:
             return len(http.post(f"{url}/v1/faces", content=image,
                                  params={"quality": quality} if quality else None,
@@ -197,16 +218,17 @@ def facepose_rows(label: str, env: dict[str, str], images: dict[str, bytes],
         faces = {name: faces_in(image) for name, image in images.items()}
         for transport, send in (("REST", rest), ("gRPC", grpc_call)):
             for concurrency in concurrencies:
-                figures = measure(send, mixed, concurrency, max(requests, 4 * concurrency), cpu)
+                figures = measure(send, mixed, concurrency, max(requests, 4 * concurrency), cpu,
+                                  traffic)
                 rows.append({"runtime": label, "transport": transport, "images": "mixed",
                              "quality": "default", "concurrency": concurrency, **figures,
                              "faces": faces})
         # Single-image latency on the 640x480 one-face JPEG.
-        figures = measure(rest, [images["vga_1face"]], 1, requests // 2, cpu)
+        figures = measure(rest, [images["vga_1face"]], 1, requests // 2, cpu, traffic)
         rows.append({"runtime": label, "transport": "REST", "images": "vga_1face",
                      "quality": "default", "concurrency": 1, **figures})
         for concurrency in (1, 8):
-            figures = measure(rest, [no_face_jpeg()], concurrency, 2 * requests, cpu)
+            figures = measure(rest, [no_face_jpeg()], concurrency, 2 * requests, cpu, traffic)
             rows.append({"runtime": label, "transport": "REST", "images": "noface64",
                          "quality": "default", "concurrency": concurrency, **figures})
         for quality in qualities if photos else ():
@@ -216,7 +238,8 @@ def facepose_rows(label: str, env: dict[str, str], images: dict[str, bytes],
                 rest(image, quality)
 
             for concurrency in (1, 8):
-                figures = measure(send, photos, concurrency, max(len(photos), requests), cpu)
+                figures = measure(send, photos, concurrency, max(len(photos), requests), cpu,
+                                  traffic)
                 rows.append({"runtime": label, "transport": "REST", "images": "aflw450",
                              "quality": quality, "concurrency": concurrency, **figures,
                              "faces": {"aflw450": found}})
@@ -305,12 +328,15 @@ def main() -> int:
                     images, photos, args.concurrency, args.requests,
                     extra_cpu=lambda: process_tree_cpu(triton_pid), qualities=("balanced",))
     print(f"{'runtime':<20}{'transport':<12}{'images':<11}{'quality':<10}{'conc':>5}"
-          f"{'images/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/img':>11}")
+          f"{'images/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/img':>11}{'calls/img':>10}"
+          f"{'KB/img':>8}")
     for row in rows:
         print(f"{row['runtime']:<20}{row['transport']:<12}{row['images']:<11}"
               f"{row['quality']:<10}{row['concurrency']:>5}{row['images_per_s']:>10.1f}"
               f"{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}"
-              f"{1000 * row['cpu_s_per_image']:>11.1f}")
+              f"{1000 * row['cpu_s_per_image']:>11.1f}"
+              f"{row.get('model_calls_per_image', np.nan):>10.2f}"
+              f"{row.get('input_kb_per_image', np.nan):>8.0f}")
     print_ratios(rows)
     args.out.write_text(json.dumps(rows, indent=2))
     print(f"raw numbers: {args.out}")

@@ -21,14 +21,21 @@ import grpc
 from tqdm import tqdm
 
 from service.client import MAX_MESSAGE_BYTES
+from service.endpoints import Endpoints
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
 from service.grpc.messages import image_result_to_dict
 
+CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
              grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
              grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
+class NoServer(Exception):
+    """The server names resolve to no address."""
 
 
 def collect_paths(source: str) -> list[str]:
@@ -94,6 +101,7 @@ class BatchRun:
         self.concurrency = concurrency
         self.retries = retries
         self.summary = summary
+        self.in_flight = 0  # paths sent on some stream and not yet answered
         # A bar only on a terminal; elsewhere (a log) it would be lines of carriage returns
         # with the messages mixed in. Messages go through tqdm.write, above the bar.
         self.progress = tqdm(total=len(paths), unit="img", dynamic_ncols=True, file=sys.stderr,
@@ -112,11 +120,11 @@ class BatchRun:
             self.summary.faces += len(entry["faces"])
         self.progress.update(1)
 
-    async def _stream_once(self, stub: pb_grpc.FacePoseStub) -> None:
-        """One stream until everything pending is answered; on failure the unanswered go back
-        to the front of the queue."""
+    async def _stream_once(self, stub: pb_grpc.FacePoseStub, concurrency: int) -> None:
+        """One stream until nothing is pending; on failure its unanswered paths go back to the
+        front of the queue (another gateway's stream may take them)."""
         in_flight: set[str] = set()
-        slots = asyncio.Semaphore(self.concurrency)
+        slots = asyncio.Semaphore(concurrency)
         call = stub.EstimateStream()
 
         async def send() -> None:
@@ -128,10 +136,12 @@ class BatchRun:
                 # the file is being read, the path still goes back.
                 path = self.pending.popleft()
                 in_flight.add(path)
+                self.in_flight += 1
                 try:
                     data = await asyncio.to_thread(Path(path).read_bytes)
                 except OSError as exc:
                     in_flight.discard(path)
+                    self.in_flight -= 1
                     self.record(path, None, {"code": "unreadable_file", "message": str(exc)})
                     slots.release()
                     continue
@@ -143,29 +153,48 @@ class BatchRun:
         try:
             async for result in call:
                 in_flight.discard(result.id)
+                self.in_flight -= 1
                 self.record(result.id, image_result_to_dict(result.result))
                 slots.release()
             await sender
         finally:
             sender.cancel()
+            self.in_flight -= len(in_flight)
             self.pending.extendleft(sorted(in_flight, reverse=True))
 
     async def run(self) -> None:
-        channel_options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                           ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
         try:
-            await self._run(channel_options)
+            await self._run()
         finally:
             self.progress.close()
 
-    async def _run(self, channel_options: list[tuple[str, int]]) -> None:
+    async def _run(self) -> None:
+        """One stream per gateway address (``service.endpoints``: a list, or a name with
+        several addresses), all taking from one queue: a stream pins one connection, so one
+        stream would load one gateway whatever the rest."""
+        addresses = await asyncio.to_thread(Endpoints.parse(self.server).addresses)
+        if not addresses:
+            raise NoServer(f"no address found for {self.server}")
+        share = -(-self.concurrency // len(addresses))
+        outcomes = await asyncio.gather(*(self._serve_from(a, share) for a in addresses),
+                                        return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if self.pending and failures:
+            raise failures[0]
+
+    async def _serve_from(self, address: str, concurrency: int) -> None:
+        """Streams to one gateway while anything is pending or in flight elsewhere (a path
+        another stream gives back); retried with backoff, given up past the retries."""
         attempt = 0
-        async with grpc.aio.insecure_channel(self.server, options=channel_options) as channel:
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
             stub = pb_grpc.FacePoseStub(channel)
-            while self.pending:
+            while self.pending or self.in_flight:
+                if not self.pending:
+                    await asyncio.sleep(0.05)
+                    continue
                 before = self.summary.written
                 try:
-                    await self._stream_once(stub)
+                    await self._stream_once(stub, concurrency)
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() not in TRANSIENT:
                         raise
@@ -174,8 +203,8 @@ class BatchRun:
                         raise
                     self.summary.retries += 1
                     delay = min(30.0, 0.5 * 2 ** attempt)
-                    tqdm.write(f"{exc.code().name}: {exc.details()}; retrying in {delay:.1f} s",
-                               file=sys.stderr)
+                    tqdm.write(f"{address}: {exc.code().name}: {exc.details()}; retrying in "
+                               f"{delay:.1f} s", file=sys.stderr)
                     await asyncio.sleep(delay)
 
 
@@ -195,6 +224,8 @@ def run_batch(source: str, server: str, out: Path, options: pb.Options, concurre
                                  summary).run())
         except grpc.RpcError as exc:
             summary.stopped = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+        except NoServer as exc:
+            summary.stopped = str(exc)
         except KeyboardInterrupt:
             summary.stopped = "interrupted"
     return summary

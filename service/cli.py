@@ -84,7 +84,13 @@ def _triton(args: argparse.Namespace) -> int:
 def _batch(args: argparse.Namespace) -> int:
     from service.batch_client import run_batch
     from service.client import grpc_options
+    from service.endpoints import parse_servers
 
+    try:
+        parse_servers(args.server)
+    except ValueError as error:
+        print(f"--server: {error}", file=sys.stderr)
+        return 2
     include = [name for name in args.include.split(",") if name]
     options = grpc_options(include, max_faces=args.max_faces, min_score=args.min_score,
                            min_presence=args.min_presence, quality=args.quality)
@@ -175,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     batch = commands.add_parser(
         "batch", help="estimate every image of a folder, glob or list file into JSON lines")
     batch.add_argument("source", help="a folder (recursive), a glob, or a text file of paths")
-    batch.add_argument("--server", default="127.0.0.1:50051", help="gRPC host:port")
+    batch.add_argument("--server", default="127.0.0.1:50051",
+                       help="gRPC host:port; several comma-separated, or a name with several "
+                            "addresses (a headless Service): one stream to each")
     batch.add_argument("--out", required=True, help="JSON lines; re-running resumes it")
     batch.add_argument("--concurrency", type=int, default=16, help="images in flight")
     batch.add_argument("--include", default="", help="e.g. landmarks68,mesh")

@@ -7,8 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.endpoints import parse_servers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +33,9 @@ class Settings(BaseSettings):
     grpc_port: int = 50051  # 0: no gRPC server
     model_repository: Path = REPO_ROOT / "model_repository"
     runtime: Literal["embedded", "triton"] = "embedded"
-    triton_url: str = "127.0.0.1:8001"  # host:port of Triton's gRPC (or HTTP) endpoint
+    # host:port of Triton's gRPC (or HTTP) endpoint; several comma-separated, or a name with
+    # several addresses (a headless Service): calls are spread over all (service.endpoints).
+    triton_url: str = "127.0.0.1:8001"
     triton_protocol: Literal["grpc", "http"] = "grpc"
     triton_timeout_s: float = Field(default=10.0, gt=0)
 
@@ -107,6 +111,12 @@ class Settings(BaseSettings):
     default_quality: Quality = Quality.BALANCED
     # Field of view across the longer image side used when the client gives no intrinsics.
     default_fov_deg: float = 40.0
+
+    @field_validator("triton_url")
+    @classmethod
+    def _servers_parse(cls, value: str) -> str:
+        parse_servers(value)  # a malformed list stops start-up with what is wrong in it
+        return value
 
 
 @lru_cache(maxsize=1)

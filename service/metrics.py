@@ -58,6 +58,17 @@ INFERENCE_FAILURES = Counter(
     "error (a bug: the call itself refused).",
     ["runtime", "model", "reason"],
 )
+INFERENCE_INPUT_BYTES = Counter(
+    "facepose_inference_input_bytes_total",
+    "Bytes of the input tensors sent to the inference runtime (over the network with Triton).",
+    ["runtime", "model"],
+)
+INFERENCE_SERVERS = Gauge(
+    "facepose_inference_servers",
+    "Addresses of the Triton servers FACEPOSE_TRITON_URL names, by state at the last check: "
+    "ready (every model ready) or unready (down, loading, or not answering).",
+    ["state"],
+)
 INFLIGHT_BYTES = Gauge(
     "facepose_inflight_bytes", "Memory held by requests now, as the in-flight budget counts it.",
 )

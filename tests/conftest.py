@@ -35,6 +35,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def engine_cache_paths() -> set[str]:
+    """The TensorRT engine cache folder(s) the committed model configs name."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    paths = set()
+    for path in sorted((REPO / "model_repository").glob("*/config.pbtxt")):
+        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:
+            paths.add(accelerator.parameters["trt_engine_cache_path"])
+    return paths
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

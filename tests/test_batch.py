@@ -123,13 +123,65 @@ def test_a_server_that_never_comes_still_gets_a_summary(tmp_path: Path) -> None:
     from tests.conftest import free_port
 
     count = len(make_folder(tmp_path / "images", 2))
+    target = f"127.0.0.1:{free_port()}"
     ran = subprocess.run(
         [sys.executable, "-m", "service.cli", "batch", str(tmp_path / "images"), "--server",
-         f"127.0.0.1:{free_port()}", "--out", str(tmp_path / "out.jsonl"), "--retries", "1"],
+         target, "--out", str(tmp_path / "out.jsonl"), "--retries", "1"],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert ran.returncode == 1, ran.stderr
     assert f"images 0 (+0 already done of {count})" in ran.stdout
     assert f"stopped with {count} left: UNAVAILABLE" in ran.stdout
     retries = [line for line in ran.stderr.splitlines() if "retrying in" in line]
-    assert retries and all(line.startswith("UNAVAILABLE") for line in retries)
+    # Each retry names the gateway address that failed, and why.
+    assert retries and all(line.startswith(f"{target}: UNAVAILABLE") for line in retries)
     assert "\r" not in ran.stderr  # no bar redrawn into a log
+
+
+def test_batch_spreads_over_two_gateways(tmp_path: Path) -> None:
+    """`--server A,B`: one stream to each gateway, both taking from the same queue; every
+    image written once, each gateway serving at least 30% of them."""
+    from tests.conftest import free_port, gateway
+
+    paths = make_folder(tmp_path / "images", 24)
+    ports = [free_port(), free_port()]
+    with gateway({"FACEPOSE_GRPC_PORT": str(ports[0])}) as first, \
+            gateway({"FACEPOSE_GRPC_PORT": str(ports[1])}) as second:
+        out = tmp_path / "out.jsonl"
+        process = run(tmp_path / "images", ",".join(f"127.0.0.1:{p}" for p in ports), out)
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr.decode()
+        served = [metric_value(url, "facepose_batch_images_sum") for url in (first, second)]
+    written = lines(out)
+    assert sorted(line["path"] for line in written) == sorted(paths)
+    # The two corrupt files fail at decode, before any pipeline call.
+    assert sum(served) == len(paths) - len(CORRUPT)
+    assert min(served) >= 0.3 * sum(served), served
+
+
+def metric_value(url: str, name: str) -> float:
+    import httpx
+
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in {url}/metrics")
+
+
+def test_batch_goes_on_through_the_other_gateway_when_one_dies(tmp_path: Path) -> None:
+    from tests.conftest import free_port, gateway, gateway_process
+
+    paths = make_folder(tmp_path / "images", 30)
+    ports = [free_port(), free_port()]
+    with gateway({"FACEPOSE_GRPC_PORT": str(ports[0])}), \
+            gateway_process({"FACEPOSE_GRPC_PORT": str(ports[1])}) as (_, doomed):
+        out = tmp_path / "out.jsonl"
+        process = run(tmp_path / "images", ",".join(f"127.0.0.1:{p}" for p in ports), out)
+        deadline = time.monotonic() + 120
+        while not out.exists() or len(out.read_text().splitlines()) < 6:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        doomed.kill()
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr.decode()
+    assert f"127.0.0.1:{ports[1]}: " in stderr.decode()  # its stream failed, and was retried
+    assert sorted(line["path"] for line in lines(out)) == sorted(paths)

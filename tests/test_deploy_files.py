@@ -14,7 +14,7 @@ import yaml
 
 from service.config import Settings
 from service.runtime.model_config import load_model_specs
-from tests.conftest import REPO
+from tests.conftest import REPO, engine_cache_paths
 
 SETTINGS = {f"FACEPOSE_{name.upper()}" for name in Settings.model_fields}
 
@@ -56,6 +56,10 @@ def test_compose_runs_gateway_on_triton_with_prometheus() -> None:
     assert "--model-repository=/models" in triton["command"]
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
+    # The engine cache the configs name is a named volume, kept across restarts.
+    (cache,) = engine_cache_paths()
+    mounts = dict(reversed(v.split(":")[:2]) for v in triton["volumes"])
+    assert mounts[cache] in compose()["volumes"]
     scrape = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"]
                for t in c["targets"]}

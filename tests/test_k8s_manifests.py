@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from service.config import Settings
-from tests.conftest import REPO
+from tests.conftest import REPO, engine_cache_paths
 
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("overlays/cpu", "overlays/gpu")
@@ -307,7 +307,7 @@ def test_services_select_one_deployment_and_target_its_ports(path: str) -> None:
                       f"Deployment selected by Service {name}")
         for port in service["spec"]["ports"]:
             resolve(port["targetPort"], ports_of(target))
-        assert name == target["metadata"]["name"]
+        assert name in {target["metadata"]["name"], target["metadata"]["name"] + "-headless"}
     _, container = gateway(docs)
     gateway_ports = {p["port"] for p in of_kind(docs, "Service")["gateway"]["spec"]["ports"]}
     assert gateway_ports == {p["containerPort"] for p in container["ports"]} == {8080, 50051}
@@ -442,6 +442,38 @@ def test_gpu_overlay_runs_triton_on_a_gpu_behind_the_gateway() -> None:
 
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     assert server["image"] == compose["services"]["triton"]["image"]
+
+    # The TensorRT engines the configs cache live on a shared claim, one folder per release.
+    (cache,) = engine_cache_paths()
+    cache_mount = only([m for m in server["volumeMounts"] if m["mountPath"] == cache],
+                       f"{cache} mount in Triton")
+    assert cache_mount["subPath"] == "tritonserver-" + server["image"].rsplit(":", 1)[1]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == cache_mount["name"]]
+    claim = of_kind(docs, "PersistentVolumeClaim")[volume["persistentVolumeClaim"]["claimName"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_gateways_see_every_triton_pod_through_a_headless_service() -> None:
+    """A ClusterIP Service balances connections, and a gateway keeps one: a headless one gives
+    the gateway every ready pod's address, which it spreads its calls over."""
+    docs = render("overlays/gpu")
+    host = env(gateway(docs)[1])["FACEPOSE_TRITON_URL"].split(":")[0]
+    service = of_kind(docs, "Service")[host]
+    assert service["spec"]["clusterIP"] == "None"
+    assert not service["spec"].get("publishNotReadyAddresses", False)
+    # Headless: clients connect to the pods' own ports, not the Service's.
+    for port in service["spec"]["ports"]:
+        assert port["port"] == ports_of(of_kind(docs, "Deployment")[host])[port["name"]]
+
+
+@pytest.mark.parametrize("path", OVERLAYS)
+def test_batch_clients_in_the_cluster_see_every_gateway_pod(path: str) -> None:
+    docs = render(path)
+    headless = of_kind(docs, "Service")["gateway-headless"]
+    assert headless["spec"]["clusterIP"] == "None"
+    _, container = gateway(docs)
+    grpc_port = {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"]
+    assert [(p["name"], p["port"]) for p in headless["spec"]["ports"]] == [("grpc", grpc_port)]
 
 
 def test_triton_takes_inference_only_from_gateways_and_metrics_only_from_prometheus() -> None:

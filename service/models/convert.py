@@ -127,19 +127,37 @@ def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def nhwc_input(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
-    """Replace the converter's NCHW input by an NHWC one named ``name``, as the TFLite model has.
+def uint8_nhwc_input(model: onnx.ModelProto, name: str,
+                     value_range: tuple[float, float]) -> onnx.ModelProto:
+    """Replace the converter's float NCHW input by a uint8 NHWC one named ``name``.
 
-    The graph gets (batch, H, W, C) and transposes it to the (batch, C, H, W) it computes in.
+    The graph gets (batch, H, W, C) pixels as decoded, transposes them to the (batch, C, H, W)
+    it computes in and scales them to ``value_range`` (what the TFLite model was trained on):
+    a client sends a quarter of the bytes a float32 image takes, and the scaling runs where the
+    model does (on a GPU, beside it).
     """
     graph = model.graph
     (old,) = graph.input
     _, channels, height, width = _dims(old)
-    image = helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
+    image = helper.make_tensor_value_info(name, onnx.TensorProto.UINT8,
                                           [BATCH_DIM, height, width, channels])
-    transpose = helper.make_node("Transpose", [name], [old.name], name=f"{name}_to_nchw",
-                                 perm=[0, 3, 1, 2])
-    graph.node.insert(0, transpose)
+    low, high = value_range
+    scale = numpy_helper.from_array(np.array((high - low) / 255.0, np.float32),
+                                    f"{name}_scale")
+    offset = numpy_helper.from_array(np.array(low, np.float32), f"{name}_offset")
+    graph.initializer.extend([scale, offset])
+    nodes = [
+        helper.make_node("Transpose", [name], [f"{name}_nchw"], name=f"{name}_to_nchw",
+                         perm=[0, 3, 1, 2]),
+        helper.make_node("Cast", [f"{name}_nchw"], [f"{name}_float"], name=f"{name}_to_float",
+                         to=onnx.TensorProto.FLOAT),
+        helper.make_node("Mul", [f"{name}_float", scale.name], [f"{name}_scaled"],
+                         name=f"{name}_scale"),
+        helper.make_node("Add", [f"{name}_scaled", offset.name], [old.name],
+                         name=f"{name}_shift"),
+    ]
+    for node in reversed(nodes):
+        graph.node.insert(0, node)
     graph.input.remove(old)
     graph.input.append(image)
     return model

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from service.models import ModelBuildError
-from service.models.sources import ModelSource, OutputSpec
+from service.models.sources import ModelSource
 
 TOLERANCE = 1e-3  # ONNX Runtime vs LiteRT, absolute, any output value
 BATCH_TOLERANCE = 1e-4  # one batch of N vs N batches of one
@@ -42,24 +40,22 @@ def run_litert(tflite_model: bytes, images: np.ndarray) -> list[np.ndarray]:
     return [np.concatenate(result) for result in results]
 
 
-def random_inputs(size: int, value_range: tuple[float, float], count: int) -> np.ndarray:
-    """Deterministic images in the model's input range, from smooth gradient to pure noise.
+def random_inputs(size: int, count: int) -> np.ndarray:
+    """Deterministic images, from smooth gradient to pure noise.
 
-    Returns: (count, size, size, 3) float32 NHWC.
+    Returns: (count, size, size, 3) uint8 NHWC, as the converted models take them.
     """
     rng = np.random.default_rng(20261121)
-    low, high = value_range
-    noise = rng.uniform(low, high, size=(count, size, size, 3))
-    ramp = np.linspace(low, high, size)[None, :, None, None] * np.ones((count, 1, size, 3))
+    noise = rng.uniform(0, 255, size=(count, size, size, 3))
+    ramp = np.linspace(0, 255, size)[None, :, None, None] * np.ones((count, 1, size, 3))
     blend = np.linspace(0, 1, count)[:, None, None, None]
-    return (blend * noise + (1 - blend) * ramp).astype(np.float32)
+    return np.rint(blend * noise + (1 - blend) * ramp).astype(np.uint8)
 
 
-def astronaut_input(box: tuple[int, int, int, int], size: int,
-                    value_range: tuple[float, float]) -> np.ndarray | None:
-    """A crop of skimage's astronaut photo as the model takes it, or None without scikit-image.
+def astronaut_input(box: tuple[int, int, int, int], size: int) -> np.ndarray | None:
+    """A crop of skimage's astronaut photo, or None without scikit-image.
 
-    Returns: (1, size, size, 3) float32 RGB scaled to ``value_range``.
+    Returns: (1, size, size, 3) uint8 RGB.
     """
     try:
         from skimage import data
@@ -68,37 +64,44 @@ def astronaut_input(box: tuple[int, int, int, int], size: int,
     import cv2
 
     x0, y0, x1, y1 = box
-    crop = cv2.resize(data.astronaut()[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
-    low, high = value_range
-    return (low + (high - low) * crop.astype(np.float32) / 255.0)[None]
+    return cv2.resize(data.astronaut()[y0:y1, x0:x1], (size, size),
+                      interpolation=cv2.INTER_AREA)[None]
 
 
 def verification_inputs(source: ModelSource, random_count: int = 4) -> np.ndarray:
     """Random images plus, where scikit-image is installed, a real one.
 
-    Returns: (N, S, S, 3) float32 NHWC in the model's input range.
+    Returns: (N, S, S, 3) uint8 NHWC.
     """
-    images = [random_inputs(source.input_size, source.input_range, random_count)]
-    real = astronaut_input(source.sample_box, source.input_size, source.input_range)
+    images = [random_inputs(source.input_size, random_count)]
+    real = astronaut_input(source.sample_box, source.input_size)
     if real is not None:
         images.append(real)
     return np.concatenate(images)
 
 
-def litert_differences(tflite_model: bytes, session: ort.InferenceSession, images: np.ndarray,
-                       outputs: Sequence[OutputSpec]) -> dict[str, float]:
-    """Largest |ONNX Runtime - LiteRT| per output over ``images`` (N, S, S, 3).
+def to_model_range(images: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """uint8 pixels as the TFLite model takes them: float32 in ``value_range``."""
+    low, high = value_range
+    return (low + (high - low) * images.astype(np.float32) / 255.0).astype(np.float32)
 
-    TFLite outputs are matched to ``outputs`` by their number of values per item.
+
+def litert_differences(tflite_model: bytes, session: ort.InferenceSession, images: np.ndarray,
+                       source: ModelSource) -> dict[str, float]:
+    """Largest |ONNX Runtime - LiteRT| per output over ``images`` (N, S, S, 3) uint8: the
+    ONNX model takes them as they are, LiteRT scaled to the source's input range.
+
+    TFLite outputs are matched to the source's outputs by their number of values per item.
     """
-    expected = {result.shape[1]: result for result in run_litert(tflite_model, images)}
-    names = [spec.name for spec in outputs]
+    expected = {result.shape[1]: result
+                for result in run_litert(tflite_model, to_model_range(images, source.input_range))}
+    names = [spec.name for spec in source.outputs]
     actual = dict(zip(names, session.run(names, {session.get_inputs()[0].name: images}),
                       strict=True))
     return {
         spec.name: float(np.abs(actual[spec.name].reshape(len(images), -1)
                                 - expected[spec.size]).max())
-        for spec in outputs
+        for spec in source.outputs
     }
 
 

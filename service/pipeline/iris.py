@@ -58,8 +58,7 @@ def run_iris(runtime: InferenceRuntime, image: np.ndarray, landmarks: np.ndarray
     # The model knows one eye only: the subject's left eye is mirrored into it and back.
     faces = len(landmarks)
     crops[faces:] = crops[faces:, :, ::-1]
-    batch = image_input.batch(crops.astype(np.float32) / 255.0)
-    outputs = infer(runtime, IRIS_MODEL, {image_input.name: batch})
+    outputs = infer(runtime, IRIS_MODEL, {image_input.name: image_input.batch(crops)})
     points = outputs[spec.output_with_size(IRIS_POINTS * 3).name].reshape(-1, IRIS_POINTS, 3)
     points = points.astype(np.float64)
     points[faces:, :, 0] = size - points[faces:, :, 0]

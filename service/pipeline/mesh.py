@@ -26,8 +26,7 @@ def run_mesh(runtime: InferenceRuntime, crops: np.ndarray) -> tuple[np.ndarray, 
         return np.zeros((0, NUM_VERTICES, 3)), np.zeros(0)
     spec = runtime.specs[MESH_MODEL]
     image_input = spec.image_input
-    batch = image_input.batch(crops.astype(np.float32) / 255.0)
-    outputs = infer(runtime, MESH_MODEL, {image_input.name: batch})
+    outputs = infer(runtime, MESH_MODEL, {image_input.name: image_input.batch(crops)})
     landmarks = outputs[spec.output_with_size(NUM_VERTICES * 3).name]
     logits = outputs[spec.output_with_size(1).name]
     presence = sigmoid(logits.reshape(-1))

@@ -29,7 +29,7 @@ from service.pipeline.detect import (
     Detections,
     box_iou,
     detect_in_squares,
-    detect_in_tiles,
+    detect_whole_and_tiles,
     merge_detections,
     run_detector,
     tiles_needed,
@@ -158,31 +158,32 @@ def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], preset
                  min_faces_px: list[float]) -> list[Detections]:
     """The short-range detector, the better one on large faces, and the full-range one that
     finds the small faces it misses where the preset says; one batched call each. Where faces
-    smaller than a whole-image pass sees are searched for (``min_faces_px``, per image), tiles
-    too."""
+    smaller than a whole-image pass sees are searched for (``min_faces_px``, per image), the
+    short-range call covers tiles too."""
     if not requests:
         return []
     full_range = preset.full_range
     images = [r.image for r in requests]
     lowest = min(r.options.min_score for r in requests)
+    full = [Detections.empty() for _ in images]
     if full_range is FullRange.ALWAYS:
         # The two models are independent and the runtimes release the GIL: side by side, a
         # lone request's detection takes the longer model's time, not both.
-        short_range = side_calls().submit(run_detector, runtime, SHORT_RANGE, images, lowest)
-        full = run_detector(runtime, FULL_RANGE, images, lowest)
-        short = short_range.result()
+        full_range_call = side_calls().submit(run_detector, runtime, FULL_RANGE, images, lowest)
+        short, tiled = detect_whole_and_tiles(runtime, images, min_faces_px, lowest)
+        full = full_range_call.result()
     else:
-        short = run_detector(runtime, SHORT_RANGE, images, lowest)
-        full = [Detections.empty() for _ in images]
+        short, tiled = detect_whole_and_tiles(runtime, images, min_faces_px, lowest)
         if full_range is FullRange.WHERE_NO_LARGE_FACE:
-            small = [i for i, (s, r) in enumerate(zip(short, requests, strict=True))
-                     if not has_large_face(s, r)]
+            # A large face the tiles found counts: the whole pass misses faces under 16 of its
+            # pixels, which on a 1080p photo are still a tenth of it.
+            small = [i for i, (s, t, r) in enumerate(zip(short, tiled, requests, strict=True))
+                     if not has_large_face(merge_detections(t, s), r)]
             if small:
                 for i, found in zip(small, run_detector(runtime, FULL_RANGE,
                                                         [images[i] for i in small], lowest),
                                     strict=True):
                     full[i] = found
-    tiled = detect_in_tiles(runtime, images, min_faces_px, lowest)
     results = []
     for s, f, t, request in zip(short, full, tiled, requests, strict=True):
         # A face found in a tile as well keeps the tile's box: the tile saw it larger and

@@ -7,7 +7,12 @@ from typing import Protocol
 import numpy as np
 
 from service.errors import BackendUnavailable
-from service.metrics import BATCH_SIZE, INFERENCE_FAILURES, INFERENCE_SECONDS
+from service.metrics import (
+    BATCH_SIZE,
+    INFERENCE_FAILURES,
+    INFERENCE_INPUT_BYTES,
+    INFERENCE_SECONDS,
+)
 from service.runtime.model_config import ModelSpec
 
 
@@ -35,6 +40,7 @@ def infer(runtime: InferenceRuntime, model: str, inputs: dict[str, np.ndarray]
     calls this."""
     kind = type(runtime).__name__.removesuffix("Runtime").lower()
     BATCH_SIZE.labels(model).observe(len(next(iter(inputs.values()))))
+    INFERENCE_INPUT_BYTES.labels(kind, model).inc(sum(a.nbytes for a in inputs.values()))
     try:
         with INFERENCE_SECONDS.labels(kind, model).time():
             return runtime.infer(model, inputs)

@@ -28,14 +28,19 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class ImageInput:
-    """A square RGB image input, as declared in a model's config."""
+    """A square RGB image input, as declared in a model's config: the pixels as decoded
+    (uint8), scaled inside the model."""
 
     name: str
     size: int
     channels_first: bool
+    dtype: type[np.generic]
 
     def batch(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) float32 -> the layout the model takes."""
+        """(N, S, S, 3) uint8 -> the layout and type the model takes."""
+        if images.dtype != self.dtype:
+            raise TypeError(f"{self.name}: the model takes {np.dtype(self.dtype)} pixels, "
+                            f"got {images.dtype}")
         return np.ascontiguousarray(images.transpose(0, 3, 1, 2)) if self.channels_first else images
 
 
@@ -52,7 +57,7 @@ class ModelSpec:
         (tensor,) = self.inputs
         channels_first = tensor.dims[0] == 3
         size = tensor.dims[1] if channels_first else tensor.dims[0]
-        return ImageInput(tensor.name, size, channels_first)
+        return ImageInput(tensor.name, size, channels_first, tensor.dtype)
 
     def output_with_size(self, size: int) -> TensorSpec:
         """The one output holding ``size`` values per batch item."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from service.endpoints import Endpoints, Resolver, parse_servers, resolve_host
 from service.errors import BackendUnavailable
+from service.metrics import INFERENCE_SERVERS
 from service.runtime.base import split_batches
 from service.runtime.model_config import ModelSpec, load_model_specs
 
@@ -45,37 +48,81 @@ def _client_module(protocol: Protocol) -> Any:
     return module
 
 
+def timed_out(exc: Exception) -> bool:
+    """Whether ``exc`` says the call ran out of time: another server would take as long."""
+    if isinstance(exc, TimeoutError):
+        return True
+    from tritonclient.utils import InferenceServerException
+
+    return isinstance(exc, InferenceServerException) and exc.status() in {
+        "StatusCode.DEADLINE_EXCEEDED", "504"}
+
+
 class TritonRuntime:
     """Every call has a deadline; a Triton that is down, slow or unloaded raises
     BackendUnavailable, and the next call after it is back succeeds (no restart needed). Any
     other failure (the server refused what was sent) is raised as it came: a bug, answered as
-    an internal error."""
+    an internal error.
+
+    ``url`` may name several servers, or a name with several addresses (``service.endpoints``):
+    calls go to each address in turn, and one that cannot be reached is skipped for a while,
+    its call sent to the next, so that losing a server fails no request.
+    """
 
     def __init__(self, url: str, repository: Path, protocol: Protocol = "grpc",
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, resolver: Resolver = resolve_host) -> None:
         self.specs: dict[str, ModelSpec] = load_model_specs(repository)
         self.url = url
+        self.endpoints = Endpoints(parse_servers(url), resolver)
         self.protocol = protocol
         self.timeout_s = timeout_s
         self._module = _client_module(protocol)
-        # The gRPC client is thread-safe; the HTTP one is not, so each thread gets its own.
+        # The gRPC client is thread-safe: one per address. The HTTP one is not: one per
+        # address and thread.
+        self._lock = threading.Lock()
+        self._shared: dict[str, Any] = {}
         self._local = threading.local()
         self._ready_at = -np.inf
         self._ready = False
 
-    def _client(self) -> Any:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            if self.protocol == "grpc":
-                client = self._module.InferenceServerClient(self.url)
-            else:
-                client = self._module.InferenceServerClient(
-                    self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
-            self._local.client = client
-        return client
+    def _new_client(self, address: str) -> Any:
+        if self.protocol == "grpc":
+            return self._module.InferenceServerClient(address)
+        return self._module.InferenceServerClient(
+            address, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
+
+    def _client(self, address: str) -> Any:
+        if self.protocol == "grpc":
+            with self._lock:
+                if address not in self._shared:
+                    self._shared[address] = self._new_client(address)
+                return self._shared[address]
+        clients: dict[str, Any] = self._local.__dict__.setdefault("clients", {})
+        if address not in clients:
+            clients[address] = self._new_client(address)
+        return clients[address]
 
     def _call_options(self) -> dict[str, Any]:
         return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
+    def _on_any_server(self, model: str, call: Callable[[Any], Any]) -> Any:
+        """``call(client)`` on the next address in turn for ``model``; where that one cannot
+        be reached, on the next, and so on. Raises BackendUnavailable when none answered."""
+        addresses = self.endpoints.in_turn(model)
+        failures = []
+        for address in addresses:
+            try:
+                return call(self._client(address))
+            except Exception as exc:
+                if not server_unavailable(exc):
+                    raise
+                self.endpoints.skip(address)
+                self._ready_at = -np.inf
+                failures.append(f"{address}: {type(exc).__name__}: {str(exc)[:200]}")
+                if timed_out(exc):
+                    break
+        raise BackendUnavailable("inference server: " + ("; ".join(failures) or
+                                 f"no address found for {self.url}"))
 
     def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         spec = self.specs[model]
@@ -91,35 +138,47 @@ class TritonRuntime:
                 tensor.set_data_from_numpy(piece)
                 request_inputs.append(tensor)
             outputs = [self._module.InferRequestedOutput(name) for name in output_names]
-            try:
-                result = self._client().infer(model, request_inputs, outputs=outputs,
-                                              **self._call_options())
-            except Exception as exc:
-                if not server_unavailable(exc):
-                    raise
-                self._ready_at = -np.inf
-                raise BackendUnavailable(f"inference server: {type(exc).__name__}: "
-                                         f"{str(exc)[:200]}") from exc
+            result = self._on_any_server(model, lambda client, request_inputs=request_inputs,
+                                         outputs=outputs: client.infer(
+                                             model, request_inputs, outputs=outputs,
+                                             **self._call_options()))
             chunks.append([result.as_numpy(name) for name in output_names])
         return {name: np.concatenate([chunk[i] for chunk in chunks])
                 for i, name in enumerate(output_names)}
 
+    def _server_ready(self, address: str) -> bool:
+        try:
+            client = self._client(address)
+            options = self._call_options()
+            return bool(client.is_server_ready(**options)) and all(
+                client.is_model_ready(name, **options) for name in self.specs)
+        except Exception:
+            return False
+
     def is_ready(self) -> bool:
+        """Whether some server has every model ready; those that do not are skipped by calls
+        until they do."""
         now = time.monotonic()
         if now - self._ready_at < READY_CACHE_S:
             return self._ready
-        try:
-            client = self._client()
-            options = self._call_options()
-            ready = bool(client.is_server_ready(**options)) and all(
-                client.is_model_ready(name, **options) for name in self.specs)
-        except Exception:
-            ready = False
-        self._ready, self._ready_at = ready, now
-        return ready
+        ready = 0
+        addresses = self.endpoints.addresses()
+        for address in addresses:
+            if self._server_ready(address):
+                self.endpoints.restore(address)
+                ready += 1
+            else:
+                self.endpoints.skip(address)
+        INFERENCE_SERVERS.labels("ready").set(ready)
+        INFERENCE_SERVERS.labels("unready").set(len(addresses) - ready)
+        self._ready, self._ready_at = ready > 0, now
+        return self._ready
 
     def close(self) -> None:
-        client = getattr(self._local, "client", None)
-        if client is not None:
+        with self._lock:
+            clients = [*self._shared.values(),
+                       *self._local.__dict__.get("clients", {}).values()]
+            self._shared.clear()
+            self._local.__dict__.pop("clients", None)
+        for client in clients:
             client.close()
-            self._local.client = None
