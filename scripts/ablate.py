@@ -184,8 +184,6 @@ def main() -> int:
     for label, preset in configurations():
         if args.only and not any(word in label for word in args.only.split(",")):
             continue
-        # Named apart: estimate_faces groups images by preset name.
-        preset = replace(preset, name=label.strip())
         found, cpu, calls, items, others = run(runtime, settings, faces, preset, boxes=False)
         euler = {name: f["euler"] for name, f in found.items()}
         common = [f for f in faces if f.name in euler and f.name in peer]

@@ -92,3 +92,33 @@ def test_a_name_without_addresses_is_tried_again_at_once() -> None:
     assert spread.in_turn() == []
     pods["triton"] = ["10.0.0.7:8001"]
     assert spread.in_turn() == ["10.0.0.7:8001"]
+
+
+def test_the_triton_runtime_closes_clients_of_pods_gone(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """Pods come and go behind a headless name: a client per address ever seen would pile
+    up. Nothing listens on these ports; readiness checks fail fast."""
+    import time
+
+    from service.runtime import triton
+    from service.runtime.triton import TritonRuntime
+    from tests.conftest import REPO
+
+    monkeypatch.setattr(endpoints, "RESOLVE_EVERY_S", 0.0)
+    monkeypatch.setattr(triton, "READY_CACHE_S", 0.0)
+    pods = {"triton": ["127.0.0.1:9", "127.0.0.1:19"]}
+    runtime = TritonRuntime("triton:8001", REPO / "model_repository", timeout_s=0.05,
+                            resolver=lambda host, port: list(pods[host]))
+    try:
+        assert not runtime.is_ready()
+        clients = dict(runtime._shared)
+        assert set(clients) == set(pods["triton"])
+        pods["triton"] = ["127.0.0.1:9"]
+        runtime.is_ready()
+        time.sleep(0.1)  # past the calls' deadline
+        runtime.is_ready()
+        assert set(runtime._shared) == {"127.0.0.1:9"}
+        assert runtime._retired == []
+        assert runtime._shared["127.0.0.1:9"] is clients["127.0.0.1:9"]
+    finally:
+        runtime.close()

@@ -81,6 +81,7 @@ class TritonRuntime:
         # address and thread.
         self._lock = threading.Lock()
         self._shared: dict[str, Any] = {}
+        self._retired: list[tuple[float, Any]] = []  # (when to close it, client)
         self._local = threading.local()
         self._ready_at = -np.inf
         self._ready = False
@@ -171,14 +172,27 @@ class TritonRuntime:
                 self.endpoints.skip(address)
         INFERENCE_SERVERS.labels("ready").set(ready)
         INFERENCE_SERVERS.labels("unready").set(len(addresses) - ready)
+        self._retire_clients_of_others(set(addresses), now)
         self._ready, self._ready_at = ready > 0, now
         return self._ready
 
+    def _retire_clients_of_others(self, addresses: set[str], now: float) -> None:
+        """Close the gRPC clients of addresses the names no longer resolve to (pods gone), once
+        no call on them can still be running (past the deadline)."""
+        with self._lock:
+            for address in [a for a in self._shared if a not in addresses]:
+                self._retired.append((now + self.timeout_s, self._shared.pop(address)))
+            due = [client for at, client in self._retired if at <= now]
+            self._retired = [(at, client) for at, client in self._retired if at > now]
+        for client in due:
+            client.close()
+
     def close(self) -> None:
         with self._lock:
-            clients = [*self._shared.values(),
+            clients = [*self._shared.values(), *(client for _, client in self._retired),
                        *self._local.__dict__.get("clients", {}).values()]
             self._shared.clear()
+            self._retired.clear()
             self._local.__dict__.pop("clients", None)
         for client in clients:
             client.close()
