@@ -20,7 +20,7 @@ from typing import IO, Any
 import grpc
 from tqdm import tqdm
 
-from service.client import MAX_MESSAGE_BYTES
+from service.client import MAX_MESSAGE_BYTES, UNREADABLE_FILE
 from service.endpoints import Endpoints
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
@@ -142,7 +142,7 @@ class BatchRun:
                 except OSError as exc:
                     in_flight.discard(path)
                     self.in_flight -= 1
-                    self.record(path, None, {"code": "unreadable_file", "message": str(exc)})
+                    self.record(path, None, {"code": UNREADABLE_FILE, "message": str(exc)})
                     slots.release()
                     continue
                 await call.write(pb.StreamRequest(id=path, image=pb.Image(data=data),

@@ -103,12 +103,11 @@ def _batch(args: argparse.Namespace) -> int:
     return 130 if summary.stopped == "interrupted" else 1
 
 
-UNREADABLE = "unreadable_file"  # the CLI's own error code: a path it could not read
-
-
 def _estimate(args: argparse.Namespace) -> int:
     import json
 
+    from service.api.serialize import failed_image_dict
+    from service.client import UNREADABLE_FILE
     from service.errors import FaceposeError
     from service.local import FacePose
 
@@ -122,9 +121,8 @@ def _estimate(args: argparse.Namespace) -> int:
                 try:
                     data = path.read_bytes()
                 except OSError as exc:
-                    entry = {"index": index, "width": None, "height": None, "camera": None,
-                             "faces": [], "quality": None, "min_face_px": None,
-                             "error": {"code": UNREADABLE, "message": f"{path}: {exc.strerror}"}}
+                    entry = failed_image_dict(index, {"code": UNREADABLE_FILE,
+                                                      "message": f"{path}: {exc.strerror}"})
                 else:
                     (entry,) = facepose.estimate([data], **options)["images"]
                     entry["index"] = index

@@ -25,6 +25,8 @@ from service.grpc.messages import INCLUDE_VALUES, image_result_to_dict
 
 # Room for many full-size images per call, as the server allows.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+# The clients' own error code for a path they could not read (the service never sends it).
+UNREADABLE_FILE = "unreadable_file"
 
 
 def check_include(include: Sequence[str]) -> list[str]:

@@ -14,13 +14,12 @@ It runs the embedded runtime unless the settings name Triton.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from service.api.body import parse_boxes
+from service.api.body import checked_boxes
 from service.api.serialize import images_dict
 from service.app.images import (
     EncodedImages,
@@ -54,31 +53,30 @@ class FacePose:
         the query parameters of ``/v1/faces`` (``include``, ``quality``, ``fx``, ...).
         Raises BadOption for an unknown or invalid option, TooManyImages, and OSError for a
         path that cannot be read."""
-        outcomes, request_options = self._outcomes(images, boxes, options)
+        outcomes, request_options = self.outcomes(images, boxes, options)
         return images_dict(outcomes, request_options.included)
 
     def render(self, image: ImageSource, image_format: ImageFormat = "jpeg",
                **options: Any) -> bytes:
         """The image with its faces drawn, encoded, as ``/v1/render`` answers; raises the
         image's error (a FaceposeError) if it cannot be read."""
-        (outcome,), request_options = self._outcomes([image], None, options)
+        (outcome,), request_options = self.outcomes([image], None, options)
         if outcome.error is not None:
             raise outcome.error
         return overlay(outcome, request_options.included, image_format)
 
-    def _outcomes(self, images: Sequence[ImageSource],
-                  boxes: Sequence[Sequence[Sequence[float]] | None] | None,
-                  options: dict[str, Any]) -> tuple[list[ImageOutcome], RequestOptions]:
+    def outcomes(self, images: Sequence[ImageSource],
+                 boxes: Sequence[Sequence[Sequence[float]] | None] | None,
+                 options: dict[str, Any]) -> tuple[list[ImageOutcome], RequestOptions]:
+        """The typed records behind ``estimate``: per image its outcome (a result with faces,
+        boxes, poses and meshes in their own frames and units, or an error), and the options as
+        validated. Same arguments and errors as ``estimate``."""
         request_options = validate_options(self.options_model, options)
         data = [Path(image).read_bytes() if isinstance(image, str | Path) else bytes(image)
                 for image in images]
         check_image_count(self.settings, len(data))
-        # The query parameter's rules, whose JSON this is.
-        given = None if boxes is None else parse_boxes(
-            json.dumps([[] if b is None else [list(map(float, box)) for box in b]
-                        for b in boxes]), len(data), self.settings.max_boxes_per_image)
-        if given is not None and boxes is not None:
-            given = [None if b is None else g for b, g in zip(boxes, given, strict=True)]
+        given = None if boxes is None else checked_boxes(
+            boxes, len(data), self.settings.max_boxes_per_image)  # the query parameter's rules
         outcomes = decode_request_images(self.settings, EncodedImages(data, given),
                                          request_options)
         decoded = [outcome for outcome in outcomes if outcome.request is not None]

@@ -142,6 +142,9 @@ def test_client_boxes_replace_the_detector(client: httpx.Client) -> None:
     assert given["score"] == 1.0
     assert np.abs(euler(given) - euler(detected)).max() < 2
     assert np.abs(np.array(given["landmarks68"]) - tight).mean() < 2
+    # null: the detector, for that image.
+    found = only_face(post_image(client, encode(astronaut()), boxes="[null]"))
+    assert found["score"] == detected["score"] < 1.0
 
 
 def test_multipart_images_each_get_an_entry_in_order(client: httpx.Client) -> None:

@@ -74,6 +74,12 @@ def test_the_api_takes_bytes_paths_and_boxes(facepose: FacePose, photo: Path) ->
     given = facepose.estimate([data, data], boxes=[[box], None])["images"]
     assert given[0]["faces"][0]["score"] == 1.0  # the client's box
     assert given[1]["faces"] == by_path["faces"]  # None: the detector
+    # NumPy boxes and tuples pass the same checks; so does a box that is not one fail.
+    as_array = facepose.estimate([data], boxes=[np.array([box], np.float32)])["images"]
+    assert as_array[0]["faces"][0]["box"] == pytest.approx(given[0]["faces"][0]["box"],
+                                                           abs=1e-3)
+    with pytest.raises(BadOption, match=r"boxes\[0\]"):
+        facepose.estimate([data], boxes=[[(1, 2, 3)]])
     with pytest.raises(BadOption):
         facepose.estimate([data], quality="best")
     with pytest.raises(BadOption):

@@ -239,7 +239,7 @@ def test_group_photo_panels_are_numbered_and_clear_of_each_other(client: httpx.C
 
     data = group_photo()
     with FacePose() as facepose:
-        (outcome,), _ = facepose._outcomes([data], None, {})
+        (outcome,), _ = facepose.outcomes([data], None, {})
     result = outcome.result
     assert result is not None and len(result.faces) == 6
     height, width = outcome.height, outcome.width

@@ -9,6 +9,7 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncIterator
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -192,13 +193,24 @@ def parse_boxes(text: str | None, image_count: int, limit: int
         value = json.loads(text)
     except (ValueError, RecursionError):
         raise BadOption("boxes must be JSON: per image a list of [x1, y1, x2, y2]") from None
-    if not isinstance(value, list) or len(value) != image_count:
+    return checked_boxes(value, image_count, limit)
+
+
+def checked_boxes(value: object, image_count: int, limit: int) -> list[np.ndarray | None]:
+    """Per image its face boxes ([x1, y1, x2, y2] pixels, as (N, 4)) or None (the detector
+    finds them); the ``boxes`` parameter's rules, for JSON and for the Python API alike."""
+    if not isinstance(value, list | tuple) or len(value) != image_count:
         raise BadOption(f"boxes must be a JSON list with one entry per image ({image_count})")
     parsed: list[np.ndarray | None] = []
     for index, image_boxes in enumerate(value):
-        if not isinstance(image_boxes, list) or not all(
-            isinstance(box, list) and len(box) == 4
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
+        if image_boxes is None:
+            parsed.append(None)
+            continue
+        if isinstance(image_boxes, np.ndarray):
+            image_boxes = image_boxes.tolist()
+        if not isinstance(image_boxes, list | tuple) or not all(
+            isinstance(box, list | tuple | np.ndarray) and len(box) == 4
+            and all(isinstance(v, Real) and not isinstance(v, bool) for v in box)
             for box in image_boxes
         ):
             raise BadOption(f"boxes[{index}] must be a list of [x1, y1, x2, y2] number lists")

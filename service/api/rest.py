@@ -33,7 +33,8 @@ from service.app.options import RequestOptions
 
 BOXES_FIELD = (str | None, Field(
     default=None, description="JSON: per image a list of [x1, y1, x2, y2] face boxes (tight "
-                              "around the face, brows to chin) to use instead of the detector."))
+                              "around the face, brows to chin) to use instead of the detector, "
+                              "or null for the detector on that image."))
 
 
 def create_app(core: Core) -> FastAPI:

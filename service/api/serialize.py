@@ -53,12 +53,16 @@ def face_dict(face: FaceOutput) -> dict[str, Any]:
     return out
 
 
+def failed_image_dict(index: int, error: dict[str, str]) -> dict[str, Any]:
+    """The entry of an image that failed: its ``error`` (code, message), nothing else."""
+    return {"index": index, "width": None, "height": None, "camera": None, "faces": [],
+            "quality": None, "min_face_px": None, "error": error}
+
+
 def image_dict(outcome: ImageOutcome, include: frozenset[str]) -> dict[str, Any]:
     if outcome.result is None:
         assert outcome.error is not None  # an image is either estimated or failed
-        return {"index": outcome.index, "width": None, "height": None, "camera": None,
-                "faces": [], "quality": None, "min_face_px": None,
-                "error": error_dict(outcome.error)}
+        return failed_image_dict(outcome.index, error_dict(outcome.error))
     return {
         "index": outcome.index,
         "width": outcome.width,
