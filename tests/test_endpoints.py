@@ -114,9 +114,10 @@ def test_the_triton_runtime_closes_clients_of_pods_gone(monkeypatch: pytest.Monk
         clients = dict(runtime._shared)
         assert set(clients) == set(pods["triton"])
         pods["triton"] = ["127.0.0.1:9"]
-        runtime.is_ready()
-        time.sleep(0.1)  # past the calls' deadline
-        runtime.is_ready()
+        runtime.is_ready()  # checked again in the background: the pod gone is retired
+        time.sleep(0.2)  # past the calls' deadline
+        runtime.is_ready()  # and closed by the next check
+        time.sleep(0.2)
         assert set(runtime._shared) == {"127.0.0.1:9"}
         assert runtime._retired == []
         assert runtime._shared["127.0.0.1:9"] is clients["127.0.0.1:9"]

@@ -319,3 +319,28 @@ def test_one_gateway_spreads_over_two_tritons_and_outlives_one(triton: LocalTrit
             metrics = httpx.get(f"{url}/metrics").text
             assert metric_sum(metrics, "facepose_inference_servers", state="ready") == 1
             assert metric_sum(metrics, "facepose_inference_servers", state="unready") == 1
+
+
+def test_a_hung_triton_among_two_costs_time_not_requests(triton: LocalTriton) -> None:
+    """A frozen server answers nothing: the calls sent to it wait their deadline and go to the
+    other; readiness checks stay short, and the hung one is skipped while it stays hung."""
+    data = encode(astronaut())
+    with start_triton() as second:
+        env = {"FACEPOSE_RUNTIME": "triton", "FACEPOSE_TRITON_TIMEOUT_S": "2",
+               "FACEPOSE_TRITON_URL": f"{triton.grpc_url},{second.grpc_url}"}
+        with gateway(env) as url:
+            assert second.process is not None
+            os.kill(second.process.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                codes = [httpx.post(f"{url}/v1/faces", content=data, headers=JPEG,
+                                    timeout=60).status_code for _ in range(12)]
+                took = time.monotonic() - started
+                checked = time.monotonic()
+                assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
+                assert time.monotonic() - checked < 3
+            finally:
+                os.kill(second.process.pid, signal.SIGCONT)
+    assert codes == [200] * 12
+    # Skipped after its first timeouts: far less than a deadline per request.
+    assert took < 12 * 2 / 2, took

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,8 +21,12 @@ Protocol = Literal["grpc", "http"]
 _NUMPY_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16",
                     np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
                     np.dtype(np.uint8): "UINT8"}
-# How long a readiness answer is reused: /readyz and every request ask, Triton need not.
-READY_CACHE_S = 1.0
+# How long a readiness answer is fresh: /readyz and every request ask, Triton need not. Past it
+# the answer is checked again in the background, the callers getting the last one meanwhile.
+READY_CACHE_S = 0.5
+# A readiness check's deadline per server (gRPC): a hung server among several must not hold
+# up the request that happens to run the check for a whole call deadline.
+READY_CHECK_TIMEOUT_S = 1.0
 
 
 # What the client reports when the server is down, restarting, overloaded or too slow, rather
@@ -49,13 +54,18 @@ def _client_module(protocol: Protocol) -> Any:
 
 
 def timed_out(exc: Exception) -> bool:
-    """Whether ``exc`` says the call ran out of time: another server would take as long."""
+    """Whether ``exc`` says the call ran out of time (the server hung or overloaded)."""
     if isinstance(exc, TimeoutError):
         return True
     from tritonclient.utils import InferenceServerException
 
     return isinstance(exc, InferenceServerException) and exc.status() in {
         "StatusCode.DEADLINE_EXCEEDED", "504"}
+
+
+# A call that timed out is sent to one more server, not to every one: each try waits the whole
+# deadline, and the request's own deadline (FACEPOSE_REQUEST_TIMEOUT_S) is 3 of them.
+MAX_TIMED_OUT_TRIES = 2
 
 
 class TritonRuntime:
@@ -84,7 +94,9 @@ class TritonRuntime:
         self._retired: list[tuple[float, Any]] = []  # (when to close it, client)
         self._local = threading.local()
         self._ready_at = -np.inf
-        self._ready = False
+        self._ready: bool | None = None  # None: never checked
+        self._checking = threading.Lock()
+        self._checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triton-ready")
 
     def _new_client(self, address: str) -> Any:
         if self.protocol == "grpc":
@@ -111,6 +123,7 @@ class TritonRuntime:
         be reached, on the next, and so on. Raises BackendUnavailable when none answered."""
         addresses = self.endpoints.in_turn(model)
         failures = []
+        timeouts = 0
         for address in addresses:
             try:
                 return call(self._client(address))
@@ -120,7 +133,8 @@ class TritonRuntime:
                 self.endpoints.skip(address)
                 self._ready_at = -np.inf
                 failures.append(f"{address}: {type(exc).__name__}: {str(exc)[:200]}")
-                if timed_out(exc):
+                timeouts += timed_out(exc)
+                if timeouts >= MAX_TIMED_OUT_TRIES:
                     break
         raise BackendUnavailable("inference server: " + ("; ".join(failures) or
                                  f"no address found for {self.url}"))
@@ -148,20 +162,49 @@ class TritonRuntime:
                 for i, name in enumerate(output_names)}
 
     def _server_ready(self, address: str) -> bool:
+        """Whether the server at ``address`` is ready with every model ready: two calls (the
+        repository index gives every model's state at once)."""
+        options = ({"client_timeout": min(self.timeout_s, READY_CHECK_TIMEOUT_S)}
+                   if self.protocol == "grpc" else {})
         try:
             client = self._client(address)
-            options = self._call_options()
-            return bool(client.is_server_ready(**options)) and all(
-                client.is_model_ready(name, **options) for name in self.specs)
+            if not client.is_server_ready(**options):
+                return False
+            index = client.get_model_repository_index(**options)
         except Exception:
             return False
+        states = ({m.name: m.state for m in index.models} if self.protocol == "grpc"
+                  else {m["name"]: m.get("state") for m in index})
+        return all(states.get(name) == "READY" for name in self.specs)
 
     def is_ready(self) -> bool:
         """Whether some server has every model ready; those that do not are skipped by calls
-        until they do."""
+        until they do.
+
+        Only the first call waits for the servers' answers. Later ones get the last answer
+        while a fresh one is asked for in the background: a request must not wait for a hung
+        server's readiness check (a second) because its turn came to ask.
+        """
+        if self._ready is None:
+            with self._checking:
+                if self._ready is None:
+                    self._check()
+        elif time.monotonic() - self._ready_at >= READY_CACHE_S and self._checking.acquire(
+                blocking=False):
+            try:
+                self._checker.submit(self._check_and_release)
+            except RuntimeError:  # closed
+                self._checking.release()
+        return bool(self._ready)
+
+    def _check_and_release(self) -> None:
+        try:
+            self._check()
+        finally:
+            self._checking.release()
+
+    def _check(self) -> None:
         now = time.monotonic()
-        if now - self._ready_at < READY_CACHE_S:
-            return self._ready
         ready = 0
         addresses = self.endpoints.addresses()
         for address in addresses:
@@ -174,7 +217,6 @@ class TritonRuntime:
         INFERENCE_SERVERS.labels("unready").set(len(addresses) - ready)
         self._retire_clients_of_others(set(addresses), now)
         self._ready, self._ready_at = ready > 0, now
-        return self._ready
 
     def _retire_clients_of_others(self, addresses: set[str], now: float) -> None:
         """Close the gRPC clients of addresses the names no longer resolve to (pods gone), once
@@ -188,6 +230,7 @@ class TritonRuntime:
             client.close()
 
     def close(self) -> None:
+        self._checker.shutdown(wait=True)
         with self._lock:
             clients = [*self._shared.values(), *(client for _, client in self._retired),
                        *self._local.__dict__.get("clients", {}).values()]
