@@ -12,7 +12,7 @@ import glob
 import json
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -102,6 +102,7 @@ class BatchRun:
         self.retries = retries
         self.summary = summary
         self.in_flight = 0  # paths sent on some stream and not yet answered
+        self.answered: Counter[str] = Counter()  # answers per gateway address
         # A bar only on a terminal; elsewhere (a log) it would be lines of carriage returns
         # with the messages mixed in. Messages go through tqdm.write, above the bar.
         self.progress = tqdm(total=len(paths), unit="img", dynamic_ncols=True, file=sys.stderr,
@@ -120,9 +121,11 @@ class BatchRun:
             self.summary.faces += len(entry["faces"])
         self.progress.update(1)
 
-    async def _stream_once(self, stub: pb_grpc.FacePoseStub, concurrency: int) -> None:
+    async def _stream_once(self, address: str, stub: pb_grpc.FacePoseStub,
+                           concurrency: int) -> None:
         """One stream until nothing is pending; on failure its unanswered paths go back to the
-        front of the queue (another gateway's stream may take them)."""
+        front of the queue (another gateway's stream may take them). Counts its answers in
+        ``answered[address]``."""
         in_flight: set[str] = set()
         slots = asyncio.Semaphore(concurrency)
         call = stub.EstimateStream()
@@ -152,8 +155,13 @@ class BatchRun:
         sender = asyncio.create_task(send())
         try:
             async for result in call:
+                if result.id not in in_flight:
+                    tqdm.write(f"{address}: an answer for {result.id!r}, which this stream did "
+                               "not send (or already had): ignored", file=sys.stderr)
+                    continue
                 in_flight.discard(result.id)
                 self.in_flight -= 1
+                self.answered[address] += 1
                 self.record(result.id, image_result_to_dict(result.result))
                 slots.release()
             await sender
@@ -175,8 +183,11 @@ class BatchRun:
         addresses = await asyncio.to_thread(Endpoints.parse(self.server).addresses)
         if not addresses:
             raise NoServer(f"no address found for {self.server}")
-        share = -(-self.concurrency // len(addresses))
-        outcomes = await asyncio.gather(*(self._serve_from(a, share) for a in addresses),
+        # --concurrency split over the streams (at least one image each).
+        base, extra = divmod(self.concurrency, len(addresses))
+        shares = [max(1, base + (i < extra)) for i in range(len(addresses))]
+        outcomes = await asyncio.gather(*(self._serve_from(a, share)
+                                          for a, share in zip(addresses, shares, strict=True)),
                                         return_exceptions=True)
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if self.pending and failures:
@@ -188,24 +199,35 @@ class BatchRun:
         attempt = 0
         async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
             stub = pb_grpc.FacePoseStub(channel)
-            while self.pending or self.in_flight:
+            while self.work_left():
                 if not self.pending:
                     await asyncio.sleep(0.05)
                     continue
-                before = self.summary.written
+                before = self.answered[address]
                 try:
-                    await self._stream_once(stub, concurrency)
+                    await self._stream_once(address, stub, concurrency)
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() not in TRANSIENT:
                         raise
-                    attempt = 0 if self.summary.written > before else attempt + 1
+                    # Progress through this gateway only: others' answers say nothing of it.
+                    attempt = 0 if self.answered[address] > before else attempt + 1
                     if attempt > self.retries:
                         raise
                     self.summary.retries += 1
                     delay = min(30.0, 0.5 * 2 ** attempt)
                     tqdm.write(f"{address}: {exc.code().name}: {exc.details()}; retrying in "
                                f"{delay:.1f} s", file=sys.stderr)
-                    await asyncio.sleep(delay)
+                    await self._back_off(delay)
+
+    def work_left(self) -> bool:
+        return bool(self.pending) or self.in_flight > 0
+
+    async def _back_off(self, delay_s: float) -> None:
+        """Sleep ``delay_s``, or less when the other streams finish the work meanwhile."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + delay_s
+        while self.work_left() and loop.time() < until:
+            await asyncio.sleep(min(0.1, until - loop.time()))
 
 
 def run_batch(source: str, server: str, out: Path, options: pb.Options, concurrency: int = 16,

@@ -52,7 +52,9 @@ def address_text(ip: str, port: int) -> str:
 
 
 def resolve_host(host: str, port: int) -> list[str]:
-    """Every address ``host`` has, in the resolver's order, without repeats."""
+    """Every address ``host`` has, in the resolver's order, without repeats: its IPv4 ones
+    where it has any (a dual-stack pod, or localhost, would otherwise count twice), else its
+    IPv6 ones. Empty when the lookup fails."""
     try:
         ipaddress.ip_address(host)
         return [address_text(host, port)]
@@ -61,8 +63,9 @@ def resolve_host(host: str, port: int) -> list[str]:
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
-        return []  # not resolvable now (a Service without ready pods): try again later
-    return list(dict.fromkeys(address_text(str(info[4][0]), port) for info in found))
+        return []  # not resolvable now: the caller keeps what it had
+    ipv4 = [info for info in found if info[0] == socket.AF_INET]
+    return list(dict.fromkeys(address_text(str(info[4][0]), port) for info in ipv4 or found))
 
 
 class Endpoints:
@@ -74,8 +77,10 @@ class Endpoints:
         self._resolver = resolver
         self._clock = clock
         self._lock = threading.Lock()
+        self._by_server: dict[Server, list[str]] = {}
         self._addresses: list[str] = []
         self._resolved_at = -float("inf")
+        self._resolving = False
         self._skip_until: dict[str, float] = {}
         self._turns: dict[str, int] = {}
 
@@ -84,16 +89,30 @@ class Endpoints:
         return cls(parse_servers(text))
 
     def addresses(self) -> list[str]:
-        """Every address now, resolved again when RESOLVE_EVERY_S has passed (or none was
-        found the last time)."""
+        """Every address now. The names are resolved again when RESOLVE_EVERY_S has passed
+        (or none was found), by one caller while the others go on with the last answer; a
+        name whose lookup finds nothing keeps its last addresses (a resolver restarting must
+        not look like every server gone)."""
         with self._lock:
-            now = self._clock()
-            if not self._addresses or now - self._resolved_at >= RESOLVE_EVERY_S:
-                found = [a for s in self.servers for a in self._resolver(s.host, s.port)]
-                self._addresses = list(dict.fromkeys(found))
-                self._resolved_at = now
-                self._skip_until = {a: t for a, t in self._skip_until.items()
-                                    if a in self._addresses}
+            due = not self._resolving and (
+                not self._addresses or self._clock() - self._resolved_at >= RESOLVE_EVERY_S)
+            if not due:
+                return list(self._addresses)
+            self._resolving = True
+        try:
+            found = {server: self._resolver(server.host, server.port) for server in self.servers}
+        finally:
+            with self._lock:
+                self._resolving = False
+        with self._lock:
+            for server, addresses in found.items():
+                if addresses:
+                    self._by_server[server] = addresses
+            self._addresses = list(dict.fromkeys(
+                a for server in self.servers for a in self._by_server.get(server, [])))
+            self._resolved_at = self._clock()
+            self._skip_until = {a: t for a, t in self._skip_until.items()
+                                if a in self._addresses}
             return list(self._addresses)
 
     def usable(self, address: str) -> bool:
@@ -118,10 +137,8 @@ class Endpoints:
         return sorted(rotated, key=lambda a: not self.usable(a))
 
     def skip(self, address: str, for_s: float = SKIP_FAILED_S) -> None:
-        """``address`` failed or is not ready: others go first for ``for_s``."""
+        """``address`` failed or is not ready: others go first for ``for_s`` (a later skip
+        never shortens an earlier one)."""
         with self._lock:
-            self._skip_until[address] = self._clock() + for_s
-
-    def restore(self, address: str) -> None:
-        with self._lock:
-            self._skip_until.pop(address, None)
+            until = self._clock() + for_s
+            self._skip_until[address] = max(until, self._skip_until.get(address, until))

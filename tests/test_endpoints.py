@@ -42,7 +42,7 @@ def test_settings_refuse_a_malformed_triton_url() -> None:
 def test_addresses_stay_as_given_and_ipv6_gets_brackets() -> None:
     assert resolve_host("10.1.2.3", 8001) == ["10.1.2.3:8001"]
     assert resolve_host("::1", 8001) == ["[::1]:8001"]
-    assert "127.0.0.1:8001" in resolve_host("localhost", 8001)
+    assert resolve_host("localhost", 8001) == ["127.0.0.1:8001"]  # IPv4 where it has any
     assert resolve_host("no-such-host.invalid", 8001) == []
 
 
@@ -58,9 +58,10 @@ def test_calls_take_turns_and_a_failed_address_goes_last_for_a_while() -> None:
         assert order[-1] == "b:1" and len(order) == 3  # still tried when the rest fail
     clock.now += endpoints.SKIP_FAILED_S
     assert "b:1" in [spread.in_turn()[0] for _ in range(3)]
-    spread.skip("c:1")
-    spread.restore("c:1")  # ready again before the time ran out
-    assert spread.usable("c:1")
+    spread.skip("c:1", 60.0)
+    spread.skip("c:1", 1.0)  # a later, shorter skip does not cut the first short
+    clock.now += 2.0
+    assert not spread.usable("c:1")
 
 
 def test_each_kind_of_call_takes_its_own_turns() -> None:
@@ -85,6 +86,20 @@ def test_names_are_resolved_again_so_new_pods_get_calls() -> None:
     assert {spread.in_turn()[0] for _ in range(2)} == {"10.0.0.1:8001", "10.0.0.2:8001"}
 
 
+def test_a_failed_lookup_keeps_the_last_addresses() -> None:
+    """A resolver restarting (the lookup fails) must not look like every server gone."""
+    clock = Clock()
+    pods = {"triton": ["10.0.0.1:8001", "10.0.0.2:8001"]}
+    spread = Endpoints(parse_servers("triton:8001"), lambda host, port: list(pods[host]), clock)
+    assert len(spread.addresses()) == 2
+    pods["triton"] = []
+    clock.now += endpoints.RESOLVE_EVERY_S
+    assert spread.addresses() == ["10.0.0.1:8001", "10.0.0.2:8001"]
+    pods["triton"] = ["10.0.0.2:8001"]  # a pod gone: the next answer says so
+    clock.now += endpoints.RESOLVE_EVERY_S
+    assert spread.addresses() == ["10.0.0.2:8001"]
+
+
 def test_a_name_without_addresses_is_tried_again_at_once() -> None:
     pods: dict[str, list[str]] = {"triton": []}  # a headless Service before any pod is ready
     spread = Endpoints(parse_servers("triton:8001"), lambda host, port: list(pods[host]),
@@ -106,6 +121,7 @@ def test_the_triton_runtime_closes_clients_of_pods_gone(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(endpoints, "RESOLVE_EVERY_S", 0.0)
     monkeypatch.setattr(triton, "READY_CACHE_S", 0.0)
+    monkeypatch.setattr(triton, "RETIRE_SLACK_S", 0.0)
     pods = {"triton": ["127.0.0.1:9", "127.0.0.1:19"]}
     runtime = TritonRuntime("triton:8001", REPO / "model_repository", timeout_s=0.05,
                             resolver=lambda host, port: list(pods[host]))

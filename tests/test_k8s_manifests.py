@@ -21,7 +21,7 @@ from service.config import Settings
 from tests.conftest import REPO, engine_cache_paths
 
 K8S = REPO / "deploy" / "k8s"
-OVERLAYS = ("overlays/cpu", "overlays/gpu")
+OVERLAYS = ("overlays/cpu", "overlays/gpu", "overlays/gpu-shared-engine-cache")
 NAMESPACE = "facepose"
 COMMON_LABELS = {"app.kubernetes.io/name": "facepose", "app.kubernetes.io/part-of": "facepose"}
 # The oldest Kubernetes release whose schemas the manifests must pass (they use, for example,
@@ -443,14 +443,34 @@ def test_gpu_overlay_runs_triton_on_a_gpu_behind_the_gateway() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     assert server["image"] == compose["services"]["triton"]["image"]
 
-    # The TensorRT engines the configs cache live on a shared claim, one folder per release.
+    # The TensorRT engines the configs cache: a volume of the pod's (kept across restarts of
+    # Triton's container), not the container's own /tmp.
+    assert engine_cache_volume(docs)[1].get("emptyDir") is not None
+
+
+def engine_cache_volume(docs: list[Resource]) -> tuple[Resource, Resource]:
+    """Triton's mount at the configs' engine cache path, and its volume."""
+    spec = pod_spec(of_kind(docs, "Deployment")["triton"])
+    server = only(spec["containers"], "Triton container")
     (cache,) = engine_cache_paths()
-    cache_mount = only([m for m in server["volumeMounts"] if m["mountPath"] == cache],
-                       f"{cache} mount in Triton")
-    assert cache_mount["subPath"] == "tritonserver-" + server["image"].rsplit(":", 1)[1]
-    (volume,) = [v for v in spec["volumes"] if v["name"] == cache_mount["name"]]
+    mount = only([m for m in server["volumeMounts"] if m["mountPath"] == cache],
+                 f"{cache} mount in Triton")
+    return mount, only([v for v in spec["volumes"] if v["name"] == mount["name"]],
+                       f"volume {mount['name']}")
+
+
+def test_the_shared_engine_cache_is_a_claim_with_a_folder_per_triton_release() -> None:
+    docs = render("overlays/gpu-shared-engine-cache")
+    mount, volume = engine_cache_volume(docs)
+    assert set(volume) == {"name", "persistentVolumeClaim"}
+    image = only(pod_spec(of_kind(docs, "Deployment")["triton"])["containers"], "Triton")["image"]
+    assert mount["subPath"] == "tritonserver-" + image.rsplit(":", 1)[1]
     claim = of_kind(docs, "PersistentVolumeClaim")[volume["persistentVolumeClaim"]["claimName"]]
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    # Otherwise the same deployment as the gpu overlay.
+    gpu = {(d["kind"], d["metadata"]["name"]) for d in render("overlays/gpu")}
+    assert {(d["kind"], d["metadata"]["name"]) for d in docs} == gpu | {
+        ("PersistentVolumeClaim", claim["metadata"]["name"])}
 
 
 def test_gateways_see_every_triton_pod_through_a_headless_service() -> None:

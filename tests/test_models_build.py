@@ -123,6 +123,7 @@ def test_tensorrt_has_one_profile_for_every_batch_and_a_mounted_cache(name: str)
     # One folder for all (tests/test_deploy_files.py and test_k8s_manifests.py check that
     # docker-compose.yml and the GPU overlay mount a volume there), not the container's /tmp.
     assert parameters["trt_engine_cache_path"] == parameters["trt_timing_cache_path"]
+    assert parameters["trt_engine_cache_prefix"] == name  # the engines' files say whose
     assert not parameters["trt_engine_cache_path"].startswith("/tmp")
     assert len(engine_cache_paths()) == 1
 

@@ -43,7 +43,7 @@ from service.models.verify import (
 from service.runtime.model_config import ModelSpec, parse_model_config
 
 # Bump when the conversion changes, so that existing builds are redone.
-CONVERSION_VERSION = 5
+CONVERSION_VERSION = 6
 MANIFEST = "manifest.json"
 
 

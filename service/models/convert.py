@@ -131,10 +131,10 @@ def uint8_nhwc_input(model: onnx.ModelProto, name: str,
                      value_range: tuple[float, float]) -> onnx.ModelProto:
     """Replace the converter's float NCHW input by a uint8 NHWC one named ``name``.
 
-    The graph gets (batch, H, W, C) pixels as decoded, transposes them to the (batch, C, H, W)
-    it computes in and scales them to ``value_range`` (what the TFLite model was trained on):
-    a client sends a quarter of the bytes a float32 image takes, and the scaling runs where the
-    model does (on a GPU, beside it).
+    The graph gets (batch, H, W, C) pixels as decoded, casts them to float, transposes them to
+    the (batch, C, H, W) it computes in and scales them to ``value_range`` (what the TFLite
+    model was trained on): a client sends a quarter of the bytes a float32 image takes, and the
+    scaling runs where the model does (on a GPU, beside it).
     """
     graph = model.graph
     (old,) = graph.input
@@ -146,12 +146,14 @@ def uint8_nhwc_input(model: onnx.ModelProto, name: str,
                                     f"{name}_scale")
     offset = numpy_helper.from_array(np.array(low, np.float32), f"{name}_offset")
     graph.initializer.extend([scale, offset])
+    # Cast first: TensorRT takes a uint8 network input only into a cast, and where the input
+    # stays the TensorRT subgraph's own, the optimisation profile (named after it) applies.
     nodes = [
-        helper.make_node("Transpose", [name], [f"{name}_nchw"], name=f"{name}_to_nchw",
-                         perm=[0, 3, 1, 2]),
-        helper.make_node("Cast", [f"{name}_nchw"], [f"{name}_float"], name=f"{name}_to_float",
+        helper.make_node("Cast", [name], [f"{name}_float"], name=f"{name}_to_float",
                          to=onnx.TensorProto.FLOAT),
-        helper.make_node("Mul", [f"{name}_float", scale.name], [f"{name}_scaled"],
+        helper.make_node("Transpose", [f"{name}_float"], [f"{name}_nchw"],
+                         name=f"{name}_to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Mul", [f"{name}_nchw", scale.name], [f"{name}_scaled"],
                          name=f"{name}_scale"),
         helper.make_node("Add", [f"{name}_scaled", offset.name], [old.name],
                          name=f"{name}_shift"),

@@ -29,11 +29,11 @@ class AnchorLayout:
     min_score: float
 
 
+SHORT_RANGE, FULL_RANGE = "face_detector_short", "face_detector_full"
 # The short-range model sees 128 px, the full-range 192 px; both come from MediaPipe's graphs.
 ANCHOR_LAYOUTS = {
-    "face_detector_short": AnchorLayout(strides=(8, 16, 16, 16), anchors_per_stride=2,
-                                        min_score=0.5),
-    "face_detector_full": AnchorLayout(strides=(4,), anchors_per_stride=1, min_score=0.5),
+    SHORT_RANGE: AnchorLayout(strides=(8, 16, 16, 16), anchors_per_stride=2, min_score=0.5),
+    FULL_RANGE: AnchorLayout(strides=(4,), anchors_per_stride=1, min_score=0.5),
 }
 
 
@@ -190,9 +190,15 @@ def run_detector(
     runtime: InferenceRuntime, model: str, images: list[np.ndarray], min_score: float
 ) -> list[Detections]:
     """Detect faces in whole images, letterboxed. images: each (H, W, 3) uint8 RGB."""
-    size = runtime.specs[model].image_input.size
+    squares, to_image = letterboxed(images, runtime.specs[model].image_input.size)
+    return detect_in_squares(runtime, model, squares, to_image, min_score)
+
+
+def letterboxed(images: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each image letterboxed into a square of ``size``: (N, S, S, 3) uint8 squares and their
+    (N, 2, 3) square-to-image maps."""
     squares, to_image = zip(*(letterbox(image, size) for image in images), strict=True)
-    return detect_in_squares(runtime, model, np.stack(squares), np.stack(to_image), min_score)
+    return np.stack(squares), np.stack(to_image)
 
 
 def merge_detections(primary: Detections, secondary: Detections) -> Detections:
@@ -234,7 +240,8 @@ TILE_MAX_BOX = 0.45
 # 0.65, 74% at 0.7; and at 0.65 no false face (a score of 0.5 let through patches a blurred
 # background held).
 TILE_MIN_SCORE = 0.65
-TILE_MODEL = "face_detector_short"
+# Tiles go to the short-range model, so its whole-image pass shares their call.
+TILE_MODEL = SHORT_RANGE
 
 
 # What a pass over the whole image is trusted to find: faces spanning 16 px of the input (87%
@@ -361,11 +368,11 @@ def detect_whole_and_tiles(runtime: InferenceRuntime, images: list[np.ndarray],
     Returns per image: the whole-image detections, and the tiles' (empty where none).
     """
     size = runtime.specs[TILE_MODEL].image_input.size
-    letterboxed, whole_to_image = zip(*(letterbox(image, size) for image in images),
-                                      strict=True)
+    whole, whole_to_image = letterboxed(images, size)
     tiles, squares, tile_to_image = tile_squares(images, min_faces_px, size)
     detected = detect_in_squares(
-        runtime, TILE_MODEL, np.stack([*letterboxed, *squares]),
-        np.concatenate([np.stack(whole_to_image), np.array(tile_to_image).reshape(-1, 2, 3)]),
+        runtime, TILE_MODEL, np.concatenate([whole, np.array(squares, np.uint8).reshape(
+            -1, size, size, 3)]),
+        np.concatenate([whole_to_image, np.array(tile_to_image).reshape(-1, 2, 3)]),
         [min_score] * len(images) + [max(min_score, TILE_MIN_SCORE)] * len(squares))
     return detected[:len(images)], keep_tile_detections(images, tiles, detected[len(images):])

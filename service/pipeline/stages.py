@@ -26,6 +26,8 @@ from service.pipeline.align import (
     regions_from_landmarks,
 )
 from service.pipeline.detect import (
+    FULL_RANGE,
+    SHORT_RANGE,
     Detections,
     box_iou,
     detect_in_squares,
@@ -55,8 +57,6 @@ from service.pipeline.solve import (
     pose_with_rotation,
 )
 from service.runtime.base import InferenceRuntime
-
-SHORT_RANGE, FULL_RANGE = "face_detector_short", "face_detector_full"
 
 
 @cache

@@ -24,6 +24,8 @@ _NUMPY_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16",
 # How long a readiness answer is fresh: /readyz and every request ask, Triton need not. Past it
 # the answer is checked again in the background, the callers getting the last one meanwhile.
 READY_CACHE_S = 0.5
+# A retired client is closed this long after the deadline of a call started as it was retired.
+RETIRE_SLACK_S = 1.0
 # A readiness check's deadline per server (gRPC): a hung server among several must not hold
 # up the request that happens to run the check for a whole call deadline.
 READY_CHECK_TIMEOUT_S = 1.0
@@ -88,11 +90,12 @@ class TritonRuntime:
         self.timeout_s = timeout_s
         self._module = _client_module(protocol)
         # The gRPC client is thread-safe: one per address. The HTTP one is not: one per
-        # address and thread.
+        # address and thread (kept till close: another thread's cannot be closed safely).
         self._lock = threading.Lock()
         self._shared: dict[str, Any] = {}
         self._retired: list[tuple[float, Any]] = []  # (when to close it, client)
         self._local = threading.local()
+        self._every_http_client: list[Any] = []
         self._ready_at = -np.inf
         self._ready: bool | None = None  # None: never checked
         self._checking = threading.Lock()
@@ -113,6 +116,8 @@ class TritonRuntime:
         clients: dict[str, Any] = self._local.__dict__.setdefault("clients", {})
         if address not in clients:
             clients[address] = self._new_client(address)
+            with self._lock:
+                self._every_http_client.append(clients[address])
         return clients[address]
 
     def _call_options(self) -> dict[str, Any]:
@@ -173,9 +178,11 @@ class TritonRuntime:
             index = client.get_model_repository_index(**options)
         except Exception:
             return False
-        states = ({m.name: m.state for m in index.models} if self.protocol == "grpc"
-                  else {m["name"]: m.get("state") for m in index})
-        return all(states.get(name) == "READY" for name in self.specs)
+        # One entry per model version: a model is ready where any version is.
+        entries = ([(m.name, m.state) for m in index.models] if self.protocol == "grpc"
+                   else [(m["name"], m.get("state")) for m in index])
+        ready = {name for name, state in entries if state == "READY"}
+        return set(self.specs) <= ready
 
     def is_ready(self) -> bool:
         """Whether some server has every model ready; those that do not are skipped by calls
@@ -208,22 +215,25 @@ class TritonRuntime:
         ready = 0
         addresses = self.endpoints.addresses()
         for address in addresses:
+            # Not ready: skipped a while. Ready again: no restore, a skip a failed call set
+            # runs out by itself (the server may answer checks and still fail calls).
             if self._server_ready(address):
-                self.endpoints.restore(address)
                 ready += 1
             else:
                 self.endpoints.skip(address)
         INFERENCE_SERVERS.labels("ready").set(ready)
         INFERENCE_SERVERS.labels("unready").set(len(addresses) - ready)
-        self._retire_clients_of_others(set(addresses), now)
+        self._retire_clients_of_others(set(addresses))
         self._ready, self._ready_at = ready > 0, now
 
-    def _retire_clients_of_others(self, addresses: set[str], now: float) -> None:
+    def _retire_clients_of_others(self, addresses: set[str]) -> None:
         """Close the gRPC clients of addresses the names no longer resolve to (pods gone), once
-        no call on them can still be running (past the deadline)."""
+        no call on them can still be running."""
         with self._lock:
+            now = time.monotonic()
             for address in [a for a in self._shared if a not in addresses]:
-                self._retired.append((now + self.timeout_s, self._shared.pop(address)))
+                self._retired.append((now + self.timeout_s + RETIRE_SLACK_S,
+                                      self._shared.pop(address)))
             due = [client for at, client in self._retired if at <= now]
             self._retired = [(at, client) for at, client in self._retired if at > now]
         for client in due:
@@ -233,9 +243,10 @@ class TritonRuntime:
         self._checker.shutdown(wait=True)
         with self._lock:
             clients = [*self._shared.values(), *(client for _, client in self._retired),
-                       *self._local.__dict__.get("clients", {}).values()]
+                       *self._every_http_client]
             self._shared.clear()
             self._retired.clear()
+            self._every_http_client.clear()
             self._local.__dict__.pop("clients", None)
         for client in clients:
             client.close()
