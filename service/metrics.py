@@ -26,7 +26,7 @@ REQUESTS_IN_FLIGHT = Gauge(
 STAGE_SECONDS = Histogram(
     "facepose_stage_duration_seconds",
     "Time per pipeline stage and call: decode, detect, crop, mesh, solve, mirror, iris, "
-    "serialize, and queue (waiting for the batcher).",
+    "blendshapes, serialize, and queue (waiting for the batcher).",
     ["stage"], buckets=_LATENCY_BUCKETS,
 )
 QUEUE_DEPTH = Gauge(

@@ -102,7 +102,8 @@ def test_the_openapi_document_states_what_is_enforced() -> None:
             parameters["max_faces"]["default"]) == (1, 32, 16)
     assert (parameters["min_score"]["minimum"], parameters["min_score"]["maximum"]) == (0, 1)
     include = document["components"]["schemas"]["Include"]
-    assert set(include["enum"]) == {"mesh", "landmarks", "landmarks68", "iris", "visibility"}
+    assert set(include["enum"]) == {"mesh", "landmarks", "landmarks68", "iris", "visibility",
+                                    "blendshapes"}
     assert {"422", "429", "500", "503"} <= set(operation["responses"])
     assert "`bad_option`" in operation["responses"]["422"]["description"]
     assert "format" in {p["name"] for p in document["paths"]["/v1/render"]["post"]["parameters"]}

@@ -84,11 +84,17 @@ class FaceOut(BaseModel):
         default=None, description="68 iBUG 300-W points, image pixels (include=landmarks68)."
     )
     landmarks: list[Point2] | None = Field(
-        default=None, description="468 mesh points, image pixels (include=landmarks)."
+        default=None, description="468 mesh points, image pixels (include=landmarks); 478 "
+        "where FaceMesh V2 fitted the face: then its irises, the subject's right then left, each "
+        "centre and four edge points."
     )
     mesh: MeshOut | None = Field(default=None, description="With include=mesh.")
     iris: IrisPair | None = Field(default=None, description="With include=iris.")
     visibility: VisibilityOut | None = Field(default=None, description="With include=visibility.")
+    blendshapes: dict[str, float] | None = Field(
+        default=None, description="With include=blendshapes, where FaceMesh V2 fitted the face: "
+        "MediaPipe's 52 blendshape scores in [0, 1] by name (`_neutral`, `browDownLeft`, ... "
+        "`noseSneerRight`).")
 
 
 class ImageOut(BaseModel):

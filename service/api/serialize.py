@@ -11,6 +11,7 @@ from service.app.results import FaceOutput, face_output
 from service.app.streams import FrameOutcome
 from service.errors import FaceposeError
 from service.metrics import STAGE_SECONDS
+from service.pipeline.blendshapes import BLENDSHAPE_NAMES
 from service.pipeline.solve import Camera
 
 
@@ -50,6 +51,8 @@ def face_dict(face: FaceOutput) -> dict[str, Any]:
         out["iris"] = {side: {"centre": eye.centre.tolist(), "contour": eye.contour.tolist(),
                               "radius_px": eye.radius_px}
                        for side, eye in face.iris.items()}
+    if face.blendshapes is not None:
+        out["blendshapes"] = dict(zip(BLENDSHAPE_NAMES, face.blendshapes.tolist(), strict=True))
     return out
 
 

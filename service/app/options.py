@@ -44,6 +44,7 @@ class Include(StrEnum):
     LANDMARKS68 = "landmarks68"
     IRIS = "iris"
     VISIBILITY = "visibility"
+    BLENDSHAPES = "blendshapes"
 
 
 INCLUDABLE = tuple(item.value for item in Include)
@@ -121,7 +122,9 @@ class RequestOptions(BaseModel):
     @property
     def pipeline(self) -> PipelineOptions:
         return PipelineOptions(self.max_faces, self.min_score, self.min_presence,
-                               iris=Include.IRIS in self.include, quality=self.quality,
+                               iris=Include.IRIS in self.include,
+                               blendshapes=Include.BLENDSHAPES in self.include,
+                               quality=self.quality,
                                min_face_px=self.min_face_px,
                                max_uncertainty_deg=self.max_uncertainty_deg)
 

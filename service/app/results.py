@@ -42,11 +42,12 @@ class FaceOutput:
     reprojection_rmse_px: float
     uncertainty_deg: float
     landmarks68_px: np.ndarray | None = None  # (68, 2)
-    landmarks_px: np.ndarray | None = None  # (468, 2)
+    landmarks_px: np.ndarray | None = None  # (P, 2): 468, or 478 with V2's irises
     vertices_mm: np.ndarray | None = None  # (468, 3) camera frame
     visible: np.ndarray | None = None  # (468,) bool
     visible68: np.ndarray | None = None  # (68,) bool
     iris: dict[str, IrisOutput] | None = None  # "right", "left": the subject's eyes
+    blendshapes: np.ndarray | None = None  # (52,) scores in BLENDSHAPE_NAMES order
 
 
 def face_output(face: Face, include: frozenset[str]) -> FaceOutput:
@@ -82,4 +83,7 @@ def face_output(face: Face, include: frozenset[str]) -> FaceOutput:
         visible=visible,
         visible68=None if visible is None else visible[face_model.landmarks68],
         iris=iris,
+        blendshapes=(np.round(face.blendshapes, SCORE_DECIMALS)
+                     if Include.BLENDSHAPES in include and face.blendshapes is not None
+                     else None),
     )

@@ -15,12 +15,14 @@ class Include(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INCLUDE_LANDMARKS68: _ClassVar[Include]
     INCLUDE_IRIS: _ClassVar[Include]
     INCLUDE_VISIBILITY: _ClassVar[Include]
+    INCLUDE_BLENDSHAPES: _ClassVar[Include]
 INCLUDE_UNSPECIFIED: Include
 INCLUDE_MESH: Include
 INCLUDE_LANDMARKS: Include
 INCLUDE_LANDMARKS68: Include
 INCLUDE_IRIS: Include
 INCLUDE_VISIBILITY: Include
+INCLUDE_BLENDSHAPES: Include
 
 class Intrinsics(_message.Message):
     __slots__ = ("fx", "fy", "cx", "cy")
@@ -175,7 +177,7 @@ class IrisPair(_message.Message):
     def __init__(self, right: _Optional[_Union[Iris, _Mapping]] = ..., left: _Optional[_Union[Iris, _Mapping]] = ...) -> None: ...
 
 class Face(_message.Message):
-    __slots__ = ("box", "score", "presence", "pose", "landmarks68", "landmarks", "mesh_vertices_mm", "iris", "visible", "visible68", "track_id")
+    __slots__ = ("box", "score", "presence", "pose", "landmarks68", "landmarks", "mesh_vertices_mm", "iris", "visible", "visible68", "track_id", "blendshapes")
     BOX_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +189,7 @@ class Face(_message.Message):
     VISIBLE_FIELD_NUMBER: _ClassVar[int]
     VISIBLE68_FIELD_NUMBER: _ClassVar[int]
     TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    BLENDSHAPES_FIELD_NUMBER: _ClassVar[int]
     box: _containers.RepeatedScalarFieldContainer[float]
     score: float
     presence: float
@@ -198,7 +201,8 @@ class Face(_message.Message):
     visible: _containers.RepeatedScalarFieldContainer[bool]
     visible68: _containers.RepeatedScalarFieldContainer[bool]
     track_id: int
-    def __init__(self, box: _Optional[_Iterable[float]] = ..., score: _Optional[float] = ..., presence: _Optional[float] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., landmarks68: _Optional[_Iterable[float]] = ..., landmarks: _Optional[_Iterable[float]] = ..., mesh_vertices_mm: _Optional[_Iterable[float]] = ..., iris: _Optional[_Union[IrisPair, _Mapping]] = ..., visible: _Optional[_Iterable[bool]] = ..., visible68: _Optional[_Iterable[bool]] = ..., track_id: _Optional[int] = ...) -> None: ...
+    blendshapes: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, box: _Optional[_Iterable[float]] = ..., score: _Optional[float] = ..., presence: _Optional[float] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., landmarks68: _Optional[_Iterable[float]] = ..., landmarks: _Optional[_Iterable[float]] = ..., mesh_vertices_mm: _Optional[_Iterable[float]] = ..., iris: _Optional[_Union[IrisPair, _Mapping]] = ..., visible: _Optional[_Iterable[bool]] = ..., visible68: _Optional[_Iterable[bool]] = ..., track_id: _Optional[int] = ..., blendshapes: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ImageResult(_message.Message):
     __slots__ = ("index", "width", "height", "camera", "faces", "error", "quality", "min_face_px")
@@ -225,16 +229,18 @@ class GetMeshTopologyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class MeshTopology(_message.Message):
-    __slots__ = ("num_vertices", "triangles", "landmarks68", "canonical_vertices_mm")
+    __slots__ = ("num_vertices", "triangles", "landmarks68", "canonical_vertices_mm", "blendshape_names")
     NUM_VERTICES_FIELD_NUMBER: _ClassVar[int]
     TRIANGLES_FIELD_NUMBER: _ClassVar[int]
     LANDMARKS68_FIELD_NUMBER: _ClassVar[int]
     CANONICAL_VERTICES_MM_FIELD_NUMBER: _ClassVar[int]
+    BLENDSHAPE_NAMES_FIELD_NUMBER: _ClassVar[int]
     num_vertices: int
     triangles: _containers.RepeatedScalarFieldContainer[int]
     landmarks68: _containers.RepeatedScalarFieldContainer[int]
     canonical_vertices_mm: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, num_vertices: _Optional[int] = ..., triangles: _Optional[_Iterable[int]] = ..., landmarks68: _Optional[_Iterable[int]] = ..., canonical_vertices_mm: _Optional[_Iterable[float]] = ...) -> None: ...
+    blendshape_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, num_vertices: _Optional[int] = ..., triangles: _Optional[_Iterable[int]] = ..., landmarks68: _Optional[_Iterable[int]] = ..., canonical_vertices_mm: _Optional[_Iterable[float]] = ..., blendshape_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class OneEuro(_message.Message):
     __slots__ = ("min_cutoff_hz", "beta", "d_cutoff_hz")

@@ -15,11 +15,12 @@ from service.app.results import FaceOutput, face_output
 from service.app.streams import FrameOutcome, StreamConfig
 from service.errors import FaceposeError
 from service.grpc import facepose_pb2 as pb
+from service.pipeline.blendshapes import BLENDSHAPE_NAMES
 from service.pipeline.solve import Camera
 
 INCLUDE_NAMES = {pb.INCLUDE_MESH: "mesh", pb.INCLUDE_LANDMARKS: "landmarks",
                  pb.INCLUDE_LANDMARKS68: "landmarks68", pb.INCLUDE_IRIS: "iris",
-                 pb.INCLUDE_VISIBILITY: "visibility"}
+                 pb.INCLUDE_VISIBILITY: "visibility", pb.INCLUDE_BLENDSHAPES: "blendshapes"}
 INCLUDE_VALUES = {name: value for value, name in INCLUDE_NAMES.items()}
 ONE_EURO_FIELDS = ("min_cutoff_hz", "beta", "d_cutoff_hz")
 
@@ -103,6 +104,8 @@ def fill_face(message: pb.Face, face: FaceOutput) -> None:
     if face.visible is not None and face.visible68 is not None:
         message.visible.extend(face.visible.tolist())
         message.visible68.extend(face.visible68.tolist())
+    if face.blendshapes is not None:
+        message.blendshapes.extend(face.blendshapes.tolist())
 
 
 def image_message(outcome: ImageOutcome, include: frozenset[str]) -> pb.ImageResult:
@@ -180,6 +183,8 @@ def image_result_to_dict(result: pb.ImageResult) -> dict[str, Any]:
         if len(face.visible):
             out["visibility"] = {"vertices": list(face.visible),
                                  "landmarks68": list(face.visible68)}
+        if len(face.blendshapes):
+            out["blendshapes"] = dict(zip(BLENDSHAPE_NAMES, face.blendshapes, strict=True))
         faces.append(out)
     return {"index": result.index, "width": result.width, "height": result.height,
             "camera": {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy,

@@ -39,6 +39,7 @@ from service.grpc.messages import (
 from service.grpc.track_stream import track_frames
 from service.logs import LOGGER, log_request, request_id_from
 from service.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT, STAGE_SECONDS
+from service.pipeline.blendshapes import BLENDSHAPE_NAMES
 from service.pipeline.solve import load_canonical_face
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FacePose"].full_name
@@ -210,6 +211,7 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
             triangles=face.triangles.ravel().tolist(),
             landmarks68=face.landmarks68.tolist(),
             canonical_vertices_mm=face.vertices_mm.ravel().tolist(),
+            blendshape_names=list(BLENDSHAPE_NAMES),
         )
 
 

@@ -171,23 +171,25 @@ def _rename_output(graph: onnx.GraphProto, old: str, new: str) -> None:
         node.output[:] = [new if o == old else o for o in node.output]
 
 
-def shape_outputs(model: onnx.ModelProto, outputs: Sequence[OutputSpec]) -> onnx.ModelProto:
+def shape_outputs(model: onnx.ModelProto, outputs: Sequence[OutputSpec],
+                  in_order: bool = False) -> onnx.ModelProto:
     """Give each graph output its stable name and per-item dims (from ``outputs``).
 
-    Outputs are matched by their number of values per item; those whose dims differ (the mesh's
-    (1404, 1, 1) from the NCHW conversion) go through a batch-agnostic Reshape, which keeps the
-    TFLite value order.
+    Outputs are matched by their number of values per item, or by their order where
+    ``in_order`` (two outputs of one size; the converter keeps the TFLite order, and the check
+    against LiteRT would catch a swap); those whose dims differ (the mesh's (1404, 1, 1) from
+    the NCHW conversion) go through a batch-agnostic Reshape, which keeps the TFLite value order.
     """
     graph = model.graph
     by_size = {spec.size: spec for spec in outputs}
-    if len(by_size) != len(outputs) or len(graph.output) != len(outputs):
+    if (len(by_size) != len(outputs) and not in_order) or len(graph.output) != len(outputs):
         raise ConversionFailed(f"cannot match outputs {[o.name for o in graph.output]} "
                                f"to {[s.name for s in outputs]}")
     shaped = {}
-    for value in graph.output:
+    for position, value in enumerate(graph.output):
         dims = _dims(value)[1:]
-        spec = by_size.get(int(np.prod(dims)))
-        if spec is None:
+        spec = outputs[position] if in_order else by_size.get(int(np.prod(dims)))
+        if spec is None or spec.size != int(np.prod(dims)):
             raise ConversionFailed(f"output {value.name} {dims} matches none of {outputs}")
         if tuple(dims) == spec.dims:
             _rename_output(graph, value.name, spec.name)
@@ -266,10 +268,15 @@ def sort_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def batch_pinned_tensors(model: onnx.ModelProto) -> list[str]:
-    """Tensors whose inferred batch dimension is a fixed number: a constant still pins it."""
+    """Tensors whose inferred batch dimension is a fixed number: a constant still pins it.
+
+    1-D int64 tensors are shapes computed from the batch (Shape, Concat of sizes): their one
+    dim is the rank, fixed by design."""
     inferred = shape_inference.infer_shapes(model, strict_mode=True)
     return [
         value.name for value in [*inferred.graph.value_info, *inferred.graph.output]
         if value.type.tensor_type.shape.dim
         and value.type.tensor_type.shape.dim[0].HasField("dim_value")
+        and not (len(value.type.tensor_type.shape.dim) == 1
+                 and value.type.tensor_type.elem_type == onnx.TensorProto.INT64)
     ]

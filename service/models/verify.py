@@ -24,7 +24,8 @@ def session_for(model: onnx.ModelProto) -> ort.InferenceSession:
 def run_litert(tflite_model: bytes, images: np.ndarray) -> list[np.ndarray]:
     """The TFLite model's outputs, one image at a time (as MediaPipe runs it).
 
-    images: (N, S, S, 3) float32. Returns each output as (N, values per item).
+    images: (N, S, S, 3) float32, or any model input batch. Returns each output as (N, values
+    per item).
     """
     from ai_edge_litert.interpreter import Interpreter
 
@@ -80,6 +81,33 @@ def verification_inputs(source: ModelSource, random_count: int = 4) -> np.ndarra
     return np.concatenate(images)
 
 
+def points_verification_inputs(source: ModelSource, mesh_model: bytes) -> np.ndarray:
+    """Face points as the blendshapes model gets them: a face mesh (the TFLite ``mesh_model``,
+    run by LiteRT) fitted to the astronaut, in photo pixels; moved, scaled, mirrored and jittered
+    copies; and random point clouds. Returns (N, source.input_size, 2) float32."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from service.pipeline.blendshapes import BLENDSHAPE_LANDMARKS
+
+    interpreter = Interpreter(model_content=mesh_model)
+    interpreter.allocate_tensors()
+    (image_input,) = interpreter.get_input_details()
+    size = int(image_input["shape"][1])
+    crop = astronaut_input(source.sample_box, size)
+    rng = np.random.default_rng(20261206)
+    clouds = rng.uniform(0, 500, size=(3, source.input_size, 2))
+    if crop is None:
+        return clouds.astype(np.float32)
+    interpreter.set_tensor(image_input["index"], crop.astype(np.float32) / 255.0)
+    interpreter.invoke()
+    points = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).reshape(-1, 3)
+    x0, y0, x1, _ = source.sample_box
+    face = points[list(BLENDSHAPE_LANDMARKS), :2] * (x1 - x0) / size + (x0, y0)
+    mirrored = face * (-1, 1) + (512, 0)
+    faces = [face, face * 1.7 + 40, mirrored, face + rng.normal(0, 1.5, face.shape)]
+    return np.concatenate([np.stack(faces), clouds]).astype(np.float32)
+
+
 def to_model_range(images: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
     """uint8 pixels as the TFLite model takes them: float32 in ``value_range``."""
     low, high = value_range
@@ -91,16 +119,22 @@ def litert_differences(tflite_model: bytes, session: ort.InferenceSession, image
     """Largest |ONNX Runtime - LiteRT| per output over ``images`` (N, S, S, 3) uint8: the
     ONNX model takes them as they are, LiteRT scaled to the source's input range.
 
-    TFLite outputs are matched to the source's outputs by their number of values per item.
+    TFLite outputs are matched to the source's outputs by their number of values per item, or
+    by their order where the source says so.
     """
-    expected = {result.shape[1]: result
-                for result in run_litert(tflite_model, to_model_range(images, source.input_range))}
+    litert = run_litert(tflite_model, images if source.points_from
+                        else to_model_range(images, source.input_range))
+    if source.outputs_in_order:
+        expected = dict(zip([spec.name for spec in source.outputs], litert, strict=True))
+    else:
+        by_size = {result.shape[1]: result for result in litert}
+        expected = {spec.name: by_size[spec.size] for spec in source.outputs}
     names = [spec.name for spec in source.outputs]
     actual = dict(zip(names, session.run(names, {session.get_inputs()[0].name: images}),
                       strict=True))
     return {
         spec.name: float(np.abs(actual[spec.name].reshape(len(images), -1)
-                                - expected[spec.size]).max())
+                                - expected[spec.name]).max())
         for spec in source.outputs
     }
 

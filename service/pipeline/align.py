@@ -14,6 +14,7 @@ import numpy as np
 
 # Crop side over the detector box's longer side: MediaPipe's rule for its face-mesh model.
 DETECTION_CROP_SCALE = 1.5
+NUM_VERTICES = 468  # every face mesh's first points: the canonical face's vertices
 # Crop side over the longer side of the box spanned by the 468 landmarks (the tracking rule).
 LANDMARK_CROP_SCALE = 1.5
 # Mesh vertices of the outer eye corners, the subject's right then left.
@@ -50,8 +51,9 @@ def regions_from_detections(boxes: np.ndarray, keypoints: np.ndarray) -> Regions
 
 
 def regions_from_landmarks(landmarks: np.ndarray) -> Regions:
-    """Regions around meshes already fitted. landmarks: (N, 468, 2+) image pixels."""
-    points = landmarks[..., :2]
+    """Regions around meshes already fitted. landmarks: (N, P, 2+) image pixels, the 468 face
+    points first (V2's iris points after them, NaN where V1 fitted the face, lie inside)."""
+    points = landmarks[:, :NUM_VERTICES, :2]
     angles = eye_line_angle(points[:, RIGHT_EYE_OUTER], points[:, LEFT_EYE_OUTER])
     cos, sin = np.cos(angles), np.sin(angles)
     # Into each face's eye-aligned frame, take the box there, and bring its centre back.

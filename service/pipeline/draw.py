@@ -14,6 +14,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from service.pipeline.align import NUM_VERTICES
 from service.pipeline.records import Face, ImageResult
 from service.pipeline.solve import (
     Camera,
@@ -246,7 +247,7 @@ def draw_face(image: np.ndarray, face: Face, camera: Camera, include: frozenset[
     """One face's geometry: its mesh (or landmarks), irises, box and axes."""
     face_model = load_canonical_face()
     visible = visible_vertices(face.vertices_mm, face_model.triangles)
-    landmarks = face.landmarks_px[:, :2]
+    landmarks = face.landmarks_px[:NUM_VERTICES, :2]  # V2's iris points: drawn as the irises
     side = float(np.max(face.box[2:] - face.box[:2]))
     # The mesh is as fine as the face: its lines follow the face's size, not the photo's.
     mesh_line = max(1, min(style.line, round(side / 300)))

@@ -11,7 +11,9 @@ from dataclasses import replace
 import numpy as np
 
 from service.metrics import STAGE_SECONDS
-from service.pipeline.iris import run_iris
+from service.pipeline.align import NUM_VERTICES
+from service.pipeline.blendshapes import run_blendshapes
+from service.pipeline.iris import irises_from_mesh, run_iris
 from service.pipeline.presets import PRESETS
 from service.pipeline.records import Face, ImageRequest, ImageResult, ImageWork, Preset
 from service.pipeline.scale import rescale_boxes, rescale_camera, rescale_landmarks
@@ -43,6 +45,8 @@ def finish(runtime: InferenceRuntime, work: ImageWork, preset: Preset) -> ImageR
             work.boxes, work.scores, work.landmarks, work.presence, work.poses, strict=True):
         if face_presence < request.options.min_presence:
             continue
+        if not np.isfinite(face_landmarks[NUM_VERTICES:]).all():
+            face_landmarks = face_landmarks[:NUM_VERTICES]  # V1 refound it: no V2 irises
         uncertainty = uncertainty_deg(pose, float(face_presence), box_side_px(box), preset.name,
                                       request.reduction)
         limit = request.options.max_uncertainty_deg
@@ -58,11 +62,25 @@ def finish(runtime: InferenceRuntime, work: ImageWork, preset: Preset) -> ImageR
         result.faces.append(Face(box, float(score), float(face_presence), pose,
                                  face_landmarks, vertices, uncertainty))
     if request.options.iris and result.faces:
-        kept = np.stack([face.landmarks_px for face in result.faces])
+        # V2 fits the irises with the face; V1's faces need the iris model.
+        with_irises = [f for f in result.faces if len(f.landmarks_px) > NUM_VERTICES]
+        without = [f for f in result.faces if len(f.landmarks_px) == NUM_VERTICES]
         with STAGE_SECONDS.labels("iris").time():
-            pairs = run_iris(runtime, request.image, kept)
-        for face, pair in zip(result.faces, pairs, strict=True):
+            pairs = [*irises_from_mesh(np.stack([f.landmarks_px for f in with_irises])
+                                       if with_irises else np.zeros((0, 478, 3))),
+                     *run_iris(runtime, request.image,
+                               np.stack([f.landmarks_px for f in without])
+                               if without else np.zeros((0, NUM_VERTICES, 3)))]
+        for face, pair in zip([*with_irises, *without], pairs, strict=True):
             face.iris = pair
+    if request.options.blendshapes:
+        # The model reads V2's iris points: faces V1 fitted (none of them) get no scores.
+        fitted = [f for f in result.faces if len(f.landmarks_px) > NUM_VERTICES]
+        if fitted:
+            with STAGE_SECONDS.labels("blendshapes").time():
+                scores = run_blendshapes(runtime, np.stack([f.landmarks_px for f in fitted]))
+            for face, face_scores in zip(fitted, scores, strict=True):
+                face.blendshapes = face_scores
     return to_full_size(result, request.reduction)
 
 

@@ -16,6 +16,7 @@ from service.pipeline.align import (
 from service.runtime.base import InferenceRuntime, infer
 
 IRIS_MODEL = "iris"
+MESH_IRISES = slice(468, 478)  # FaceMesh V2's iris points among its 478
 IRIS_POINTS = 5  # centre, then four points on the edge
 CONTOUR_POINTS = 71
 # Mesh vertices at the eye corners, each pair ordered image-left to image-right.
@@ -68,5 +69,17 @@ def run_iris(runtime: InferenceRuntime, image: np.ndarray, landmarks: np.ndarray
     for right, left in zip(image_points[:faces], image_points[faces:], strict=True):
         eyes = [Iris(p[0], p[1:], float(np.linalg.norm(p[1:] - p[0], axis=1).mean()))
                 for p in (right, left)]
+        pairs.append(IrisPair(*eyes))
+    return pairs
+
+
+def irises_from_mesh(landmarks: np.ndarray) -> list[IrisPair]:
+    """The irises FaceMesh V2 fitted with the face: no model call. landmarks: (N, 478, 2+)
+    image pixels, points 468-472 the subject's right iris (centre, then four on the edge),
+    473-477 its left."""
+    pairs = []
+    for face in landmarks[:, MESH_IRISES, :2]:
+        eyes = [Iris(p[0], p[1:], float(np.linalg.norm(p[1:] - p[0], axis=1).mean()))
+                for p in (face[:IRIS_POINTS], face[IRIS_POINTS:])]
         pairs.append(IrisPair(*eyes))
     return pairs

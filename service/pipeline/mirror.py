@@ -37,18 +37,26 @@ def mirror_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
     return mirrored
 
 
-@lru_cache(maxsize=1)
-def vertex_mirror_order() -> np.ndarray:
-    """(468,) for each mesh vertex, its mirror twin across the face's midline (itself on it)."""
+# FaceMesh V2's iris points (468-477: each eye's centre, then its image-right, top,
+# image-left and bottom edge) after mirroring: the other eye, its right and left edges swapped.
+IRIS_MIRROR_ORDER = (473, 476, 475, 474, 477, 468, 471, 470, 469, 472)
+
+
+@lru_cache(maxsize=2)
+def vertex_mirror_order(points: int = 468) -> np.ndarray:
+    """(points,) for each mesh vertex, its mirror twin across the face's midline (itself on
+    it); 478 points: V2's irises too."""
     vertices = load_canonical_face().vertices_mm
     reflected = vertices @ REFLECT_X
     distance = np.linalg.norm(reflected[:, None] - vertices[None], axis=2)
-    return np.argmin(distance, axis=1)
+    order = np.argmin(distance, axis=1)
+    return order if points == len(vertices) else np.concatenate([order, IRIS_MIRROR_ORDER])
 
 
 def mirror_landmarks(landmarks: np.ndarray, width: int) -> np.ndarray:
-    """(..., 468, 3) mesh landmarks in image pixels, subject sides swapped; depth unchanged."""
-    mirrored = landmarks[..., vertex_mirror_order(), :].copy()
+    """(..., P, 3) mesh landmarks (P 468, or 478 with V2's irises) in image pixels, subject
+    sides swapped; depth unchanged."""
+    mirrored = landmarks[..., vertex_mirror_order(landmarks.shape[-2]), :].copy()
     mirrored[..., 0] = mirror_x(mirrored[..., 0], width)
     return mirrored
 

@@ -14,6 +14,7 @@ from service.config import Quality
 from service.pipeline.align import Regions
 from service.pipeline.detect import NUM_KEYPOINTS
 from service.pipeline.iris import IrisPair
+from service.pipeline.mesh import MESH_V1
 from service.pipeline.solve import Camera, Pose
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ class PipelineOptions:
     min_score: float
     min_presence: float
     iris: bool = False
+    blendshapes: bool = False  # the 52 blendshape scores, for the faces FaceMesh V2 fitted
     quality: Quality = Quality.BALANCED
     min_face_px: int | None = None  # smallest face searched for, full-size pixels; None: preset's
     max_uncertainty_deg: float | None = None  # faces less sure than this are dropped
@@ -64,7 +66,7 @@ class ImageWork:
     scores: np.ndarray  # (N,) detector scores, 1 for client boxes
     keypoints: np.ndarray  # (N, 6, 2) detector keypoints, image pixels; NaN where none
     regions: Regions
-    landmarks: np.ndarray | None = None  # (N, 468, 3) image pixels
+    landmarks: np.ndarray | None = None  # (N, P, 3) image pixels: 468 points, 478 from V2
     presence: np.ndarray | None = None  # (N,) face-presence scores of the mesh
     poses: tuple[Pose, ...] | None = None
     min_face_px: float | None = None  # the smallest face searched for, this image's pixels
@@ -114,7 +116,13 @@ class Preset:
 
     name: str
     stages: tuple[Stage, ...]
+    mesh_model: str = MESH_V1  # the face-mesh model every fit of this preset runs
+    # The lost-face search's model, where not ``mesh_model``: V1 finds more of the profiles V2
+    # loses, at a quarter of V2's cost a crop. Its faces have no V2 iris points (NaN).
+    search_model: str | None = None
     full_range: FullRange = FullRange.ALWAYS
+    # The detector keypoints' pose blended into turned faces' (a face the mesh lost takes the
+    # keypoints' pose whatever this says).
     keypoint_blend: bool = True
     mirror_from: MirrorFrom = MirrorFrom.DETECTOR
     # Faces turned further than this (or lost by the mesh) get the mirrored fit averaged in.
@@ -138,10 +146,12 @@ class Face:
     score: float
     presence: float
     pose: Pose
-    landmarks_px: np.ndarray  # (468, 3) x, y image pixels, z relative depth in pixels
+    landmarks_px: np.ndarray  # (P, 3) x, y image pixels, z relative depth in pixels; P: 468,
+    # or 478 where FaceMesh V2 ran (its 10 iris points last)
     vertices_mm: np.ndarray  # (468, 3) camera frame
     uncertainty_deg: float  # the pose's expected mean absolute error (pipeline/uncertainty.py)
     iris: IrisPair | None = None
+    blendshapes: np.ndarray | None = None  # (52,) in BLENDSHAPE_NAMES order
 
 
 @dataclass

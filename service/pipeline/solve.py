@@ -176,17 +176,20 @@ def reprojection_rmse(pose_rotation: np.ndarray, translation: np.ndarray,
 
 
 def face_pose(landmarks_px: np.ndarray, keypoints_px: np.ndarray, presence: float,
-              face: CanonicalFace, camera: Camera) -> Pose:
+              face: CanonicalFace, camera: Camera, blend_turned: bool = True) -> Pose:
     """The head pose from the mesh, helped by the detector's keypoints where the mesh is weak.
 
-    landmarks_px: (468, 2+) image pixels; keypoints_px: (6, 2), NaN when there are none.
+    landmarks_px: (P, 2+) image pixels, the 468 vertices first (V2's irises after them are not
+    used); keypoints_px: (6, 2), NaN when there are none.
     On a turned face the mesh's far-side landmarks are guesses and its yaw comes out short,
     and on a near-profile one it gives up (low presence); the detector's keypoints, ears
-    included, carry the turn independently.
+    included, carry the turn independently. blend_turned: False keeps the mesh's rotation on
+    every face it did not lose (FaceMesh V2 carries the turn itself).
     """
     # All 468 vertices: weighting or subsets (Procrustes weights, rigid regions) moved the
     # AFLW2000 error by tenths of a degree either way, while profiles are off by tens.
-    points, model = landmarks_px[:, :2], face.vertices_mm
+    model = face.vertices_mm
+    points = landmarks_px[: len(model), :2]
     try:
         pose = solve_pose(points, model, camera)
     except DegeneratePose:
@@ -204,6 +207,8 @@ def face_pose(landmarks_px: np.ndarray, keypoints_px: np.ndarray, presence: floa
         return pose
     if presence < MESH_TRUSTED_PRESENCE:
         return replace(from_keypoints, evidence=evidence)
+    if not blend_turned:
+        return pose
     yaw = abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1])
     weight = np.clip((yaw - KEYPOINTS_FROM_YAW_DEG)
                      / (KEYPOINTS_ONLY_YAW_DEG - KEYPOINTS_FROM_YAW_DEG), 0.0, 1.0)
@@ -216,7 +221,8 @@ def face_pose(landmarks_px: np.ndarray, keypoints_px: np.ndarray, presence: floa
 def pose_with_rotation(rotation: np.ndarray, landmarks_px: np.ndarray, face: CanonicalFace,
                        camera: Camera, evidence: PoseEvidence = PoseEvidence()) -> Pose:
     """The pose with this rotation whose translation best fits the landmarks."""
-    points, model = landmarks_px[:, :2], face.vertices_mm
+    model = face.vertices_mm
+    points = landmarks_px[: len(model), :2]
     translation = translation_for_rotation(rotation, points, model, camera)
     return Pose(rotation, translation,
                 reprojection_rmse(rotation, translation, points, model, camera), evidence)
@@ -274,9 +280,10 @@ def mesh_in_camera_mm(
 
     Each vertex keeps its image position: it is back-projected to a depth given by the fitted
     canonical face's mean depth plus the mesh model's own relative depth, turned into mm at that
-    distance. landmarks_px: (468, 3) x, y, z in image pixels; model_points: (468, 3) model_cv.
-    Returns: (468, 3) mm.
+    distance. landmarks_px: (P, 3) x, y, z in image pixels, the 468 vertices first;
+    model_points: (468, 3) model_cv. Returns: (468, 3) mm.
     """
+    landmarks_px = landmarks_px[: len(model_points)]
     fitted = model_points @ pose.r_cam_from_model.T + pose.t_cam_from_model_mm
     mean_depth = fitted[:, 2].mean()
     focal = (camera.fx + camera.fy) / 2.0

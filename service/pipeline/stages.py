@@ -37,7 +37,7 @@ from service.pipeline.detect import (
     tiles_needed,
     whole_image_min_face_px,
 )
-from service.pipeline.mesh import mesh_input_size, run_mesh
+from service.pipeline.mesh import mesh_input_size, mesh_points, run_mesh
 from service.pipeline.mirror import (
     mirror_boxes,
     mirror_camera,
@@ -227,7 +227,7 @@ def sharpen(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
             ) -> list[ImageWork]:
     """Decode again, less reduced, each image whose smallest face would otherwise reach the
     mesh model upsampled; its located faces moved to the new pixels."""
-    mesh_size = mesh_input_size(runtime)
+    mesh_size = mesh_input_size(runtime, preset.mesh_model)
     sharpened = []
     for work in works:
         request = work.request
@@ -259,23 +259,29 @@ def sharpen(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
 
 # --- fit, refit, search_lost: the mesh ---------------------------------------------------------
 
-def fit_meshes(runtime: InferenceRuntime, images: list[np.ndarray],
-               regions: list[Regions]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """All faces of all images through the mesh model in one call.
+def fit_meshes(runtime: InferenceRuntime, images: list[np.ndarray], regions: list[Regions],
+               model: str, points: int | None = None
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """All faces of all images through the mesh model ``model`` in one call.
 
-    Returns per image: landmarks (N, 468, 3) in image pixels and presence (N,).
+    Returns per image: landmarks (N, P, 3) in image pixels (P: 468, or 478 with V2's irises;
+    ``points``, if given, with NaN for those the model does not give) and presence (N,).
     """
-    crop_size = mesh_input_size(runtime)
+    crop_size = mesh_input_size(runtime, model)
     counts = [len(r) for r in regions]
+    points = points or mesh_points(runtime, model)
     if not sum(counts):
-        return ([np.zeros((0, 468, 3)) for _ in regions], [np.zeros(0) for _ in regions])
+        return ([np.zeros((0, points, 3)) for _ in regions], [np.zeros(0) for _ in regions])
     with STAGE_SECONDS.labels("crop").time():
         crops = [crop_regions(image, r, crop_size)
                  for image, r in zip(images, regions, strict=True)]
     with STAGE_SECONDS.labels("mesh").time():
-        landmarks, presence = run_mesh(runtime, np.concatenate(crops))
+        landmarks, presence = run_mesh(runtime, np.concatenate(crops), model)
     transforms = np.concatenate([crop_to_image_transforms(r, crop_size) for r in regions])
     landmarks = crop_points_to_image(landmarks, transforms)
+    if landmarks.shape[1] < points:
+        missing = np.full((len(landmarks), points - landmarks.shape[1], 3), np.nan)
+        landmarks = np.concatenate([landmarks, missing], axis=1)
     splits = np.cumsum(counts)[:-1]
     return np.split(landmarks, splits), np.split(presence, splits)
 
@@ -289,7 +295,7 @@ def _with_fits(works: list[ImageWork], landmarks: list[np.ndarray],
 def fit(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset) -> list[ImageWork]:
     """The mesh fitted in the first crops."""
     return _with_fits(works, *fit_meshes(runtime, [w.request.image for w in works],
-                                         [w.regions for w in works]))
+                                         [w.regions for w in works], preset.mesh_model))
 
 
 def refit(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
@@ -303,7 +309,8 @@ def refit(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
     """
     regions = [regions_from_landmarks(w.landmarks) if w.landmarks is not None and len(w)
                else w.regions for w in works]
-    return _with_fits(works, *fit_meshes(runtime, [w.request.image for w in works], regions))
+    return _with_fits(works, *fit_meshes(runtime, [w.request.image for w in works], regions,
+                                         preset.mesh_model))
 
 
 # Crops tried around a face the mesh lost: centred on its first region, on the mean of its
@@ -343,8 +350,10 @@ def search_lost(runtime: InferenceRuntime, works: list[ImageWork], preset: Prese
             lost.append((i, j))
     if not lost:
         return works
+    points = next(w.landmarks.shape[1] for w in works if w.landmarks is not None)
     found, found_presence = fit_meshes(runtime, [works[i].request.image for i, _ in lost],
-                                       candidates)
+                                       candidates, preset.search_model or preset.mesh_model,
+                                       points)
     landmarks = {i: w.landmarks.copy() for i, w in enumerate(works) if w.landmarks is not None}
     presence = {i: w.presence.copy() for i, w in enumerate(works) if w.presence is not None}
     for (i, j), candidate_landmarks, candidate_presence in zip(lost, found, found_presence,
@@ -381,11 +390,10 @@ def solve(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
     solved = []
     with STAGE_SECONDS.labels("solve").time():
         for work in works:
-            keypoints = work.keypoints if preset.keypoint_blend else np.full_like(
-                work.keypoints, np.nan)
             solved.append(replace(work, poses=tuple(
-                face_pose(lm, kp, p, face_model, work.request.camera)
-                for lm, kp, p in zip(work.landmarks, keypoints, work.presence, strict=True))))
+                face_pose(lm, kp, p, face_model, work.request.camera, preset.keypoint_blend)
+                for lm, kp, p in zip(work.landmarks, work.keypoints, work.presence,
+                                     strict=True))))
     return solved
 
 
@@ -476,8 +484,8 @@ def mirror(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
                                   strict=True):
             if presence[j] < MESH_TRUSTED_PRESENCE <= p:
                 landmarks[j], presence[j] = lm, p
-                poses[j] = face_pose(lm, work.keypoints[j] if preset.keypoint_blend
-                                     else np.full((6, 2), np.nan), p, face_model, camera)
+                poses[j] = face_pose(lm, work.keypoints[j], p, face_model, camera,
+                                     preset.keypoint_blend)
             r_mirrored = unmirror_rotation(pose.r_cam_from_model)
             if not np.isfinite(r_mirrored).all():
                 continue

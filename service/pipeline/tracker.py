@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from service.metrics import STAGE_SECONDS
-from service.pipeline.align import Regions, regions_from_landmarks
+from service.pipeline.align import NUM_VERTICES, Regions, regions_from_landmarks
 from service.pipeline.detect import NUM_KEYPOINTS, box_iou
 from service.pipeline.iris import run_iris
 from service.pipeline.presets import PRESETS
@@ -91,7 +91,7 @@ class FrameResult:
 
 def landmark_boxes(landmarks: np.ndarray) -> np.ndarray:
     """(N, P, 2+) image points -> (N, 4) boxes x1, y1, x2, y2 around them."""
-    points = landmarks[..., :2]
+    points = landmarks[:, :NUM_VERTICES, :2]
     return np.concatenate([points.min(axis=1), points.max(axis=1)], axis=1).reshape(-1, 4)
 
 
@@ -152,11 +152,12 @@ class Tracker:
         if not self.tracks:
             return [], []
         regions = regions_from_landmarks(np.stack([t.landmarks_px for t in self.tracks]))
-        (landmarks,), (presence,) = fit_meshes(self.runtime, [image], [regions])
+        model = PRESETS[self.settings.options.quality].mesh_model
+        (landmarks,), (presence,) = fit_meshes(self.runtime, [image], [regions], model)
         moved = np.flatnonzero(crops_moved(regions, regions_from_landmarks(landmarks)))
         if len(moved):
             (refit,), (refit_presence,) = fit_meshes(
-                self.runtime, [image], [regions_from_landmarks(landmarks[moved])])
+                self.runtime, [image], [regions_from_landmarks(landmarks[moved])], model)
             landmarks[moved], presence[moved] = refit, refit_presence
         kept, lost = [], []
         for track, face_landmarks, face_presence in zip(self.tracks, landmarks, presence,
@@ -272,7 +273,8 @@ class Tracker:
                     rotation, translation, landmarks = track.smoother(
                         time_s, pose.r_cam_from_model, pose.t_cam_from_model_mm, landmarks)
                 pose = Pose(rotation, translation, reprojection_rmse(
-                    rotation, translation, landmarks[:, :2], face_model.vertices_mm, camera))
+                    rotation, translation, landmarks[:NUM_VERTICES, :2], face_model.vertices_mm,
+                    camera))
             vertices = mesh_in_camera_mm(landmarks, pose, face_model.vertices_mm, camera)
             box = landmark_boxes(landmarks[face_model.landmarks68][None])[0]
             # From the fit before smoothing, which has its evidence; the detector's keypoints

@@ -59,6 +59,13 @@ class ModelSpec:
         size = tensor.dims[1] if channels_first else tensor.dims[0]
         return ImageInput(tensor.name, size, channels_first, tensor.dtype)
 
+    def output(self, name: str) -> TensorSpec:
+        """The output called ``name``."""
+        for tensor in self.outputs:
+            if tensor.name == name:
+                return tensor
+        raise ValueError(f"{self.name}: no output {name!r} in {[o.name for o in self.outputs]}")
+
     def output_with_size(self, size: int) -> TensorSpec:
         """The one output holding ``size`` values per batch item."""
         matches = [o for o in self.outputs if int(np.prod(o.dims)) == size]

