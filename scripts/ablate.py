@@ -4,9 +4,11 @@ in this process with each optional step switched off in turn, beside the peer.
     python scripts/ablate.py [DIR] [--limit N] [--boxes] [--json OUT]   (make ablate)
 
 Per configuration: coverage of the labelled faces, pose MAE on every face found, MAE on the
-faces the peer (scripts/peer_mediapipe.py) also finds beside the peer's own MAE on those same
-faces, 68-point NME, CPU ms per image (decode to poses, one image at a time, this process's
-CPU time: every thread the runtime uses counts), model calls and face-mesh crops per image, and
+faces the peer (the FaceLandmarker, scripts/peer_landmarker.py, its pose from its facial
+transformation matrix) also finds beside the peer's own MAE on those same faces, the same per
+|yaw| band (0-30, 30-60, 60-99 degrees: ours/peer's), 68-point NME, CPU ms per image (decode
+to poses, one image at a time, this process's CPU time: every thread the runtime uses counts),
+model calls and face-mesh crops per image, and
 "others": faces returned besides the labelled one (each photo has one labelled face; most
 others are false).
 With --boxes, also the boxes-mode MAE (the labelled face given, every face kept).
@@ -37,6 +39,7 @@ from service.app.options import options_model
 from service.config import Settings
 from service.pipeline import stages
 from service.pipeline.estimate import estimate_faces
+from service.pipeline.mesh import MESH_V1, MESH_V2
 from service.pipeline.presets import ACCURATE, BALANCED, FAST
 from service.pipeline.records import FullRange, MirrorFrom, Preset
 from service.pipeline.solve import euler_pitch_yaw_roll_deg, load_canonical_face
@@ -44,7 +47,7 @@ from service.runtime import create_runtime
 from service.runtime.base import InferenceRuntime
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "aflw2000-dev-large"
-MESH = "face_mesh"
+MESHES = (MESH_V1, MESH_V2)
 
 
 def configurations() -> list[tuple[str, Preset]]:
@@ -64,6 +67,11 @@ def configurations() -> list[tuple[str, Preset]]:
          replace(ACCURATE, mirror_from=MirrorFrom.FIRST_CROP)),
         ("  mirrored fit from the landmarks", replace(ACCURATE, mirror_from=MirrorFrom.LANDMARKS)),
         ("balanced (the default)", BALANCED),
+        ("  with V1 as before (blend, V1 search)", replace(
+            BALANCED, mesh_model=MESH_V1, search_model=None, keypoint_blend=True)),
+        ("  + keypoint blend", replace(BALANCED, keypoint_blend=True)),
+        ("  lost-face search with V2", replace(BALANCED, search_model=None)),
+        ("  - lost-face search", BALANCED.without(stages.search_lost)),
         ("  + second mesh pass", replace(BALANCED, stages=(stages.locate, stages.sharpen,
                                                            stages.fit, stages.refit,
                                                            stages.search_lost, stages.solve))),
@@ -151,6 +159,15 @@ def mae(faces: list[Labelled], euler: dict[str, np.ndarray]) -> float:
     return float(np.mean(errors)) if errors else float("nan")
 
 
+YAW_BANDS = ((0, 30), (30, 60), (60, 99))
+
+
+def band_maes(faces: list[Labelled], euler: dict[str, np.ndarray]) -> list[float]:
+    """MAE per |yaw| band (the label's yaw)."""
+    return [mae([f for f in faces if low <= abs(f.euler_deg[1]) < high], euler)
+            for low, high in YAW_BANDS]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,7 +181,8 @@ def main() -> int:
 
     faces = labelled_faces(args.directory, args.limit)
     peer: dict[str, np.ndarray] = {}
-    for name, peer_found in peer_faces(args.directory).items():
+    legacy = peer_faces(args.directory)
+    for name, peer_found in peer_faces(args.directory, peer="landmarker").items():
         truth = next((f for f in faces if f"{f.name}.jpg" == name), None)
         match = None if truth is None else match_face(peer_found, truth.truth_box)
         if truth is not None and match is not None:
@@ -174,11 +192,14 @@ def main() -> int:
     settings = Settings()
     runtime = CountingRuntime(create_runtime(settings))
     run(runtime, settings, faces[:5], ACCURATE, boxes=False)  # warm-up
-    print(f"{len(faces)} labelled faces in {args.directory}; the peer finds {len(peer)} "
-          f"({len(peer) / len(faces):.1%}), MAE {mae(faces, peer):.2f} on them\n")
+    legacy_found = sum(1 for f in faces if match_face(legacy.get(f"{f.name}.jpg", []),
+                                                      f.truth_box) is not None)
+    print(f"{len(faces)} labelled faces in {args.directory}; the peer (FaceLandmarker) finds "
+          f"{len(peer)} ({len(peer) / len(faces):.1%}), MAE {mae(faces, peer):.2f} on them; "
+          f"the legacy face mesh {legacy_found} ({legacy_found / len(faces):.1%})\n")
     header = (f"{'configuration':<38}{'coverage':>9}{'MAE':>6}{'MAE common':>11}{'peer':>6}"
               f"{'NME68':>8}{'CPU ms':>8}{'calls':>7}{'crops':>7}{'others':>7}"
-              + (f"{'boxes MAE':>10}" if args.boxes else ""))
+              + (f"{'boxes MAE':>10}" if args.boxes else "") + "  bands common: ours/peer")
     print(header)
     rows = []
     for label, preset in configurations():
@@ -195,8 +216,9 @@ def main() -> int:
             "nme68": float(np.mean([f["nme"] for f in found.values()])),
             "cpu_ms_per_image": cpu / len(faces) * 1000,
             "calls_per_image": sum(calls.values()) / len(faces),
-            "mesh_crops_per_image": items[MESH] / len(faces),
+            "mesh_crops_per_image": sum(items[m] for m in MESHES) / len(faces),
             "other_faces": others,
+            "bands_common": band_maes(common, euler), "peer_bands_common": band_maes(common, peer),
         }
         if args.boxes:
             boxed, *_ = run(runtime, settings, faces, preset, boxes=True)
@@ -206,7 +228,9 @@ def main() -> int:
               f"{row['peer_mae_common']:>6.2f}{row['nme68']:>8.4f}{row['cpu_ms_per_image']:>8.1f}"
               f"{row['calls_per_image']:>7.2f}{row['mesh_crops_per_image']:>7.2f}"
               f"{row['other_faces']:>7}"
-              + (f"{row['boxes_mae']:>10.2f}" if args.boxes else ""), flush=True)
+              + (f"{row['boxes_mae']:>10.2f}" if args.boxes else "")
+              + "  " + " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(
+                  row["bands_common"], row["peer_bands_common"], strict=True)), flush=True)
     print("\nMAE common: on the faces both this configuration and the peer find; peer: the "
           "peer's MAE on those same faces.")
     if args.json:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from service.api.schemas import FacesResponse, MeshTopology
+from service.pipeline.blendshapes import BLENDSHAPE_NAMES
 from tests.images import astronaut, encode, png_header_only
 
 JPEG = {"Content-Type": "image/jpeg"}
@@ -92,11 +93,22 @@ def test_in_plane_rotation_changes_roll(client: httpx.Client, degrees: float) ->
     assert turned - roll == pytest.approx(degrees, abs=3)
 
 
+def test_blendshapes_are_the_52_named_scores(client: httpx.Client) -> None:
+    face = only_face(post_image(client, encode(astronaut()), include="blendshapes"))
+    scores = face["blendshapes"]
+    assert list(scores) == list(BLENDSHAPE_NAMES) and len(scores) == 52
+    assert all(0.0 <= value <= 1.0 for value in scores.values())
+    # The astronaut smiles, eyes open.
+    assert min(scores["mouthSmileLeft"], scores["mouthSmileRight"]) > 0.5
+    assert max(scores["eyeBlinkLeft"], scores["eyeBlinkRight"]) < 0.5
+    assert "blendshapes" not in only_face(post_image(client, encode(astronaut())))
+
+
 def test_includes_landmarks_mesh_and_iris(client: httpx.Client) -> None:
     face = only_face(post_image(client, encode(astronaut()),
                                 include="mesh,landmarks,landmarks68,iris"))
     landmarks = np.array(face["landmarks"])
-    assert landmarks.shape == (468, 2)
+    assert landmarks.shape == (478, 2)  # FaceMesh V2: its 10 iris points last
     assert np.array(face["landmarks68"]).shape == (68, 2)
     vertices = np.array(face["mesh"]["vertices_mm"])
     assert vertices.shape == (468, 3)
@@ -104,7 +116,9 @@ def test_includes_landmarks_mesh_and_iris(client: httpx.Client) -> None:
     camera = post_image(client, encode(astronaut()))["images"][0]["camera"]
     projected = vertices[:, :2] / vertices[:, 2:] * [camera["fx"], camera["fy"]]
     projected += [camera["cx"], camera["cy"]]
-    assert np.abs(projected - landmarks).max() < 0.05
+    assert np.abs(projected - landmarks[:468]).max() < 0.05
+    # V2's iris points are the irises the answer gives.
+    assert np.allclose(landmarks[468], face["iris"]["right"]["centre"], atol=0.01)
     # A face is about 14 cm wide from cheek to cheek.
     assert 100 < np.ptp(vertices[:, 0]) < 200
     for side in ("right", "left"):

@@ -19,7 +19,7 @@ from tests.conftest import REPO
 from tests.images import astronaut, encode
 from tests.test_api import rotate_in_plane
 
-INCLUDE = ["mesh", "landmarks", "landmarks68", "iris"]
+INCLUDE = ["mesh", "landmarks", "landmarks68", "iris", "blendshapes"]
 
 
 def images() -> list[bytes]:

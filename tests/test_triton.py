@@ -108,7 +108,7 @@ def histogram(metrics: str, name: str) -> tuple[float, float]:
 
 
 def test_concurrent_requests_are_batched(triton: LocalTriton, triton_url: str) -> None:
-    before = {m: stats(triton, m) for m in ("face_detector_short", "face_mesh")}
+    before = {m: stats(triton, m) for m in ("face_detector_short", "face_mesh_v2")}
     data = encode(astronaut())
     with ThreadPoolExecutor(32) as pool:
         codes = list(pool.map(lambda _: httpx.post(f"{triton_url}/v1/faces", content=data,
@@ -214,8 +214,8 @@ def test_a_fault_is_a_500_that_closes_the_connection(triton: LocalTriton,
     repository = tmp_path / "model_repository"
     shutil.copytree(REPO / "model_repository", repository,
                     ignore=shutil.ignore_patterns("*.onnx"))
-    config = repository / "face_mesh" / "config.pbtxt"
-    config.write_text(config.read_text().replace("[ 192, 192, 3 ]", "[ 160, 160, 3 ]", 1))
+    config = repository / "face_mesh_v2" / "config.pbtxt"
+    config.write_text(config.read_text().replace("[ 256, 256, 3 ]", "[ 160, 160, 3 ]", 1))
     env = {"FACEPOSE_RUNTIME": "triton", "FACEPOSE_TRITON_URL": triton.grpc_url,
            "FACEPOSE_MODEL_REPOSITORY": str(repository)}
     with gateway(env) as url, httpx.Client(base_url=url, timeout=30) as client:
@@ -226,7 +226,7 @@ def test_a_fault_is_a_500_that_closes_the_connection(triton: LocalTriton,
         assert response.headers["Connection"] == "close"
         assert client.get("/healthz").status_code == 200  # a new connection, and still up
         metrics = client.get("/metrics").text
-    assert ('facepose_inference_failures_total{model="face_mesh",reason="error",'
+    assert ('facepose_inference_failures_total{model="face_mesh_v2",reason="error",'
             'runtime="triton"}') in metrics
 
 
@@ -275,15 +275,15 @@ def test_a_one_face_photo_costs_at_most_three_model_calls(triton: LocalTriton,
 
 
 def test_images_go_to_triton_as_uint8(triton_url: str) -> None:
-    """A face-mesh crop is 192 x 192 x 3 bytes on the wire, a quarter of its float32 size."""
+    """A FaceMesh V2 crop is 256 x 256 x 3 bytes on the wire, a quarter of its float32 size."""
     metrics = httpx.get(f"{triton_url}/metrics").text
-    sent = metric_sum(metrics, "facepose_inference_input_bytes_total", model="face_mesh")
-    crops = metric_sum(metrics, "facepose_model_batch_size_sum", model="face_mesh")
+    sent = metric_sum(metrics, "facepose_inference_input_bytes_total", model="face_mesh_v2")
+    crops = metric_sum(metrics, "facepose_model_batch_size_sum", model="face_mesh_v2")
     faces(triton_url, encode(astronaut()))
     metrics = httpx.get(f"{triton_url}/metrics").text
-    sent = metric_sum(metrics, "facepose_inference_input_bytes_total", model="face_mesh") - sent
-    crops = metric_sum(metrics, "facepose_model_batch_size_sum", model="face_mesh") - crops
-    assert crops >= 1 and sent == crops * 192 * 192 * 3
+    sent = metric_sum(metrics, "facepose_inference_input_bytes_total", model="face_mesh_v2") - sent
+    crops = metric_sum(metrics, "facepose_model_batch_size_sum", model="face_mesh_v2") - crops
+    assert crops >= 1 and sent == crops * 256 * 256 * 3
 
 
 def test_one_gateway_spreads_over_two_tritons_and_outlives_one(triton: LocalTriton) -> None:
@@ -298,10 +298,10 @@ def test_one_gateway_spreads_over_two_tritons_and_outlives_one(triton: LocalTrit
         env = {"FACEPOSE_RUNTIME": "triton",
                "FACEPOSE_TRITON_URL": f"{triton.grpc_url},{second.grpc_url}"}
         with gateway(env) as url:
-            before = [stats(server, "face_mesh")[0] for server in servers]
+            before = [stats(server, "face_mesh_v2")[0] for server in servers]
             with ThreadPoolExecutor(4) as pool:
                 assert list(pool.map(send, range(40))) == [200] * 40
-            served = [stats(server, "face_mesh")[0] - b for server, b in zip(servers, before,
+            served = [stats(server, "face_mesh_v2")[0] - b for server, b in zip(servers, before,
                                                                              strict=True)]
             assert sum(served) >= 40
             assert min(served) >= 0.3 * sum(served), served

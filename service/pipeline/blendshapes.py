@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.metrics import STAGE_SECONDS
+from service.pipeline.align import NUM_VERTICES
+from service.pipeline.records import Face
 from service.runtime.base import InferenceRuntime, infer
 
 BLENDSHAPES_MODEL = "face_blendshapes"
@@ -53,3 +56,15 @@ def run_blendshapes(runtime: InferenceRuntime, landmarks_px: np.ndarray) -> np.n
     points = landmarks_px[:, BLENDSHAPE_LANDMARKS, :2].astype(np.float32)
     outputs = infer(runtime, BLENDSHAPES_MODEL, {"points": np.ascontiguousarray(points)})
     return outputs["blendshapes"].astype(np.float64)
+
+
+def add_blendshapes(runtime: InferenceRuntime, faces: list[Face]) -> None:
+    """Each face's ``blendshapes`` from its landmarks, one call for all. The model reads V2's
+    iris points: a face V1 fitted (468 points) gets none."""
+    fitted = [f for f in faces if len(f.landmarks_px) > NUM_VERTICES]
+    if not fitted:
+        return
+    with STAGE_SECONDS.labels("blendshapes").time():
+        scores = run_blendshapes(runtime, np.stack([f.landmarks_px for f in fitted]))
+    for face, face_scores in zip(fitted, scores, strict=True):
+        face.blendshapes = face_scores

@@ -12,7 +12,7 @@ import numpy as np
 
 from service.metrics import STAGE_SECONDS
 from service.pipeline.align import NUM_VERTICES
-from service.pipeline.blendshapes import run_blendshapes
+from service.pipeline.blendshapes import add_blendshapes
 from service.pipeline.iris import irises_from_mesh, run_iris
 from service.pipeline.presets import PRESETS
 from service.pipeline.records import Face, ImageRequest, ImageResult, ImageWork, Preset
@@ -74,13 +74,7 @@ def finish(runtime: InferenceRuntime, work: ImageWork, preset: Preset) -> ImageR
         for face, pair in zip([*with_irises, *without], pairs, strict=True):
             face.iris = pair
     if request.options.blendshapes:
-        # The model reads V2's iris points: faces V1 fitted (none of them) get no scores.
-        fitted = [f for f in result.faces if len(f.landmarks_px) > NUM_VERTICES]
-        if fitted:
-            with STAGE_SECONDS.labels("blendshapes").time():
-                scores = run_blendshapes(runtime, np.stack([f.landmarks_px for f in fitted]))
-            for face, face_scores in zip(fitted, scores, strict=True):
-                face.blendshapes = face_scores
+        add_blendshapes(runtime, result.faces)
     return to_full_size(result, request.reduction)
 
 

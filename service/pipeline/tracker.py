@@ -19,6 +19,7 @@ import numpy as np
 
 from service.metrics import STAGE_SECONDS
 from service.pipeline.align import NUM_VERTICES, Regions, regions_from_landmarks
+from service.pipeline.blendshapes import add_blendshapes
 from service.pipeline.detect import NUM_KEYPOINTS, box_iou
 from service.pipeline.iris import run_iris
 from service.pipeline.presets import PRESETS
@@ -189,7 +190,10 @@ class Tracker:
         # to frame is the tracker's own. A detection frame looks for faces coming into view,
         # small ones beside a large one included, so both detectors run whatever the preset:
         # on one frame in ``detect_every``.
-        preset = replace(PRESETS[options.quality], full_range=FullRange.ALWAYS)
+        # The search for lost faces runs the preset's own mesh model: a track's landmarks keep
+        # one shape, V2's irises included, from frame to frame.
+        preset = replace(PRESETS[options.quality], full_range=FullRange.ALWAYS,
+                         search_model=None)
         (located,) = locate(self.runtime, [ImageWork.unlocated(
             ImageRequest(image, camera, options))], preset)
         boxes, scores = located.boxes, located.scores
@@ -296,4 +300,7 @@ class Tracker:
             pairs = run_iris(self.runtime, image, np.stack([t.landmarks_px for t in shown]))
             for tracked, pair in zip(faces, pairs, strict=True):
                 tracked.face.iris = pair
+        if options.blendshapes:
+            # From the smoothed landmarks: the scores are as steady as the face they describe.
+            add_blendshapes(self.runtime, [tracked.face for tracked in faces])
         return faces

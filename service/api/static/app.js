@@ -98,6 +98,7 @@
         `±${fixed(face.pose.uncertainty_deg)}`,
         fixed(face.pose.translation_mm[2], 0),
         visible ? `${visible.filter(Boolean).length} of ${visible.length}` : "",
+        strongest(face.blendshapes),
       ];
       cells.forEach((text, column) => {
         const cell = document.createElement(column === 0 ? "th" : "td");
@@ -110,6 +111,18 @@
     const count = image.faces.length;
     posesCaption.textContent = `${count} ${count === 1 ? "face" : "faces"} in a ${image.width}×${image.height} image (camera: ${image.camera.source})`;
     return count;
+  }
+
+  // The three strongest blendshapes, e.g. "jawOpen 0.82, eyeBlinkLeft 0.40"; "_neutral" says
+  // nothing a reader needs.
+  function strongest(blendshapes) {
+    if (!blendshapes) return "";
+    return Object.entries(blendshapes)
+      .filter(([name]) => name !== "_neutral")
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 3)
+      .map(([name, score]) => `${name} ${fixed(score, 2)}`)
+      .join(", ");
   }
 
   async function run(blob) {
@@ -126,7 +139,7 @@
     renderParams.set("include", $("draw").value);
     renderParams.set("format", "jpeg");
     const facesParams = new URLSearchParams(params);
-    facesParams.set("include", "visibility");
+    facesParams.set("include", "visibility,blendshapes");
     try {
       const [rendered, faces] = await Promise.all([
         post("/v1/render", renderParams, blob).then((r) => r.blob()),
