@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     # activations outgrow the cache (on one core a batch of 8 cost 2.8 ms per face-mesh item
     # against 1.8 ms singly). Batching still pays on Triton and on a GPU.
     ort_batch_chunk: int = Field(default=1, ge=1)
+    # Embedded runtime: the models run by LiteRT instead of ONNX Runtime, where the build
+    # installed their TFLite original. FaceMesh V2: 6.0 ms a crop against 7.9 (2-core AMD EPYC,
+    # one thread), the same landmarks; the other models gained less than 0.5 ms a call.
+    embedded_litert_models: list[str] = ["face_mesh_v2"]
+    # OpenCV's own thread pool competes with the request threads for the cores: one thread
+    # saved about 1 ms a request on two cores (the gateway's process only).
+    opencv_threads: int = Field(default=1, ge=0)
     # Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale while the longer side stays at least
     # this many pixels (the detectors see 128 and 192; a face that would reach the mesh model
     # upsampled is decoded again finer). High enough that a 1080p frame, whose faces are often

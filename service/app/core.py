@@ -14,6 +14,8 @@ import contextlib
 from functools import partial
 from typing import Protocol
 
+import cv2
+
 from service.app.admission import (
     MB,
     AdmissionGate,
@@ -54,6 +56,7 @@ class NotStarted(RuntimeError):
 class Core:
     def __init__(self, settings: Settings) -> None:
         limit_malloc_arenas()
+        cv2.setNumThreads(settings.opencv_threads)
         self.settings = settings
         self.api_keys = load_keys(settings.api_keys, settings.api_keys_file)
         self.options_model: type[RequestOptions] = options_model(settings)

@@ -43,10 +43,15 @@ from service.models.verify import (
     session_for,
     verification_inputs,
 )
-from service.runtime.model_config import ModelSpec, parse_model_config
+from service.runtime.model_config import (
+    LITERT_FEED,
+    LITERT_MODEL,
+    ModelSpec,
+    parse_model_config,
+)
 
 # Bump when the conversion changes, so that existing builds are redone.
-CONVERSION_VERSION = 7
+CONVERSION_VERSION = 8
 MANIFEST = "manifest.json"
 
 
@@ -94,6 +99,8 @@ def installed(repo: Path, source: ModelSource) -> BuiltModel | None:
     except (TypeError, ValueError):
         return None  # a manifest from another version of this code
     current = (built.package_sha256 == source.origin_sha256
+               and (not source.install_tflite
+                    or onnx_path.with_name(LITERT_MODEL).exists())
                and built.member == source.member
                and built.conversion_version == CONVERSION_VERSION
                and built.onnx_sha256 == sha256_of(onnx_path))
@@ -181,6 +188,15 @@ def build_model(source: ModelSource, repo: Path, origin: Path) -> BuiltModel:
     partial = target.with_suffix(".onnx.partial")
     onnx.save(model, str(partial))
     partial.replace(target)
+    tflite_target = target.with_name(LITERT_MODEL)
+    if source.install_tflite:
+        # The bytes verified above; the runtime feeds them uint8 pixels scaled as stated here.
+        tflite_target.write_bytes(tflite_model)
+        target.with_name(LITERT_FEED).write_text(json.dumps({
+            "input_range": list(source.input_range),
+            "outputs": [o.name for o in source.outputs]}, indent=2) + "\n")
+    else:
+        tflite_target.unlink(missing_ok=True)
     built = BuiltModel(
         name=source.name,
         input_shape=([source.input_size, 2] if source.points_from

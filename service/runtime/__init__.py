@@ -12,7 +12,7 @@ def create_runtime(settings: Settings) -> InferenceRuntime:
         from service.runtime.embedded import EmbeddedRuntime
 
         return EmbeddedRuntime(settings.model_repository, settings.ort_intra_op_threads,
-                               settings.ort_batch_chunk)
+                               settings.ort_batch_chunk, settings.embedded_litert_models)
     if settings.runtime == "triton":
         from service.runtime.triton import TritonRuntime
 

@@ -19,6 +19,12 @@ _NUMPY_DTYPES = {
 }
 
 
+# Beside model.onnx where the build installs it: the TFLite original, and how to feed it (JSON:
+# "input_range", the pixel range it takes; "outputs", its outputs' names in TFLite order).
+LITERT_MODEL = "model.tflite"
+LITERT_FEED = "litert.json"
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
