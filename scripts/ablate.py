@@ -69,7 +69,7 @@ def configurations() -> list[tuple[str, Preset]]:
         ("balanced (the default)", BALANCED),
         ("  with V1 as before (blend, V1 search)", replace(
             BALANCED, mesh_model=MESH_V1, search_model=None, keypoint_blend=True)),
-        ("  + keypoint blend", replace(BALANCED, keypoint_blend=True)),
+        ("  - keypoint blend (on V1's refinds)", replace(BALANCED, keypoint_blend=False)),
         ("  lost-face search with V2", replace(BALANCED, search_model=None)),
         ("  - lost-face search", BALANCED.without(stages.search_lost)),
         ("  + second mesh pass", replace(BALANCED, stages=(stages.locate, stages.sharpen,

@@ -16,17 +16,16 @@ from service.pipeline.records import FullRange, Preset
 from service.pipeline.stages import fit, locate, mirror, refit, search_lost, sharpen, solve
 
 # FaceMesh V2 fits every face in ``balanced`` and ``accurate``: on the large dev set it cut the
-# MAE on the faces the FaceLandmarker also finds from 3.41 (V1) to 3.12 (3.29 the
-# FaceLandmarker's own). Without the keypoint blend: with V2 the blend cost 0.25 degree there
-# (0.9 in the 30-60 degree yaw band). The lost-face search runs V1: V2 refinds fewer of the
-# profiles it loses (coverage 94.2% against 96.6%) at four times the cost a crop. ``fast``
-# keeps V1 alone, the cheapest fit.
+# MAE on the faces the FaceLandmarker also finds from 3.41 (V1) to 3.11 (3.28 the
+# FaceLandmarker's own). The keypoint blend applies to V1's fits only (stages.blends). The
+# lost-face search runs V1: V2 refinds fewer of the profiles it loses (coverage 94.2% against
+# 96.4%) at three times the cost a crop. ``fast`` keeps V1 alone, the cheapest fit.
 ACCURATE = Preset(Quality.ACCURATE.value,
                   (locate, sharpen, fit, refit, search_lost, solve, mirror), min_face_px=64,
-                  mesh_model=MESH_V2, search_model=MESH_V1, keypoint_blend=False)
+                  mesh_model=MESH_V2, search_model=MESH_V1)
 BALANCED = Preset(Quality.BALANCED.value, (locate, sharpen, fit, search_lost, solve),
                   full_range=FullRange.WHERE_NO_LARGE_FACE, min_face_px=64,
-                  mesh_model=MESH_V2, search_model=MESH_V1, keypoint_blend=False)
+                  mesh_model=MESH_V2, search_model=MESH_V1)
 FAST = Preset(Quality.FAST.value, (locate, sharpen, fit, solve),
               full_range=FullRange.WHERE_NO_LARGE_FACE)
 
