@@ -435,3 +435,20 @@ def test_sigterm_closes_open_streams_at_once() -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_stream_frames_carry_blendshapes(server_url: str, video: Video) -> None:
+    ws = connect(server_url)
+    ws.send(json.dumps({"type": "config", "config": {"include": ["blendshapes"]}}))
+    assert json.loads(ws.recv())["config"]["include"] == ["blendshapes"]
+    count = 12
+    for k, (data, ms) in enumerate(zip(video.encoded[:count], video.timestamps_ms[:count],
+                                       strict=True)):
+        send_json_frame(ws, data, f"f{k}", ms)
+    ws.send(json.dumps({"type": "end"}))
+    messages, code, _ = until_closed(ws)
+    assert code == 1000
+    scores = [face["blendshapes"] for frame in messages[:-1] for face in frame["faces"]]
+    assert len(scores) == count  # one face a frame, tracked and detected frames alike
+    assert all(len(face) == 52 and 0 <= min(face.values()) <= max(face.values()) <= 1
+               for face in scores)
