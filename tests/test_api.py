@@ -262,7 +262,8 @@ def test_service_endpoints(client: httpx.Client) -> None:
     assert client.get("/readyz").json() == {"status": "ok"}
     models = client.get("/v1/models").json()
     assert models["ready"] and {m["name"] for m in models["models"]} >= {
-        "face_detector_short", "face_detector_full", "face_mesh", "iris"}
+        "face_detector_short", "face_detector_full", "face_mesh", "face_mesh_v2",
+        "face_blendshapes", "iris"}
     topology = MeshTopology.model_validate(client.get("/v1/mesh/topology").json())
     assert topology.num_vertices == 468 and len(topology.landmarks68) == 68
     schema = client.get("/openapi.json").json()

@@ -65,7 +65,7 @@ CASES = {
 
 def faces(url: str, data: bytes) -> list[dict[str, Any]]:
     response = httpx.post(f"{url}/v1/faces", content=data, headers=JPEG, timeout=60,
-                          params={"include": "landmarks,iris"})
+                          params={"include": "landmarks,iris,blendshapes"})
     assert response.status_code == 200, response.text
     return response.json()["images"][0]["faces"]
 
@@ -81,6 +81,8 @@ def test_triton_gives_the_embedded_results(server_url: str, triton_url: str, cas
         assert np.abs(np.array(a["landmarks"]) - np.array(b["landmarks"])).max() < 0.01
         assert np.abs(np.array(a["iris"]["left"]["centre"])
                       - np.array(b["iris"]["left"]["centre"])).max() < 0.01
+        assert a["blendshapes"].keys() == b["blendshapes"].keys()
+        assert max(abs(a["blendshapes"][k] - b["blendshapes"][k]) for k in a["blendshapes"]) < 0.01
 
 
 def test_http_protocol_gives_the_same_results(server_url: str, triton: LocalTriton) -> None:

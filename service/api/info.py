@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.api import schemas
 from service.api.responses import JSONResponse
 from service.app.core import Core
+from service.pipeline.blendshapes import BLENDSHAPE_NAMES
 from service.pipeline.solve import load_canonical_face
 
 
@@ -24,6 +25,7 @@ def info_router(core: Core) -> APIRouter:
             "triangles": face.triangles.tolist(),
             "landmarks68": face.landmarks68.tolist(),
             "canonical_vertices_mm": face.vertices_mm.round(4).tolist(),
+            "blendshape_names": list(BLENDSHAPE_NAMES),
         }, headers={"Cache-Control": "public, max-age=86400"})
 
     @router.get("/v1/models", response_model=schemas.ModelsResponse)

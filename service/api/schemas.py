@@ -122,6 +122,9 @@ class MeshTopology(BaseModel):
         description="The canonical face in OpenCV axes (x right, y down, z away from the "
         "viewer), mm: a face's vertices are about R @ v + t."
     )
+    blendshape_names: list[str] = Field(
+        description="The names of a face's 52 blendshape scores (include=blendshapes), in the "
+        "model's order.")
 
 
 class ModelInfo(BaseModel):

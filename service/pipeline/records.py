@@ -136,8 +136,9 @@ class Preset:
         return self.min_face_px if asked is None else asked
 
     def without(self, stage: Stage) -> Preset:
-        return replace(self, name=f"{self.name} - {stage.__name__}",
-                       stages=tuple(s for s in self.stages if s is not stage))
+        """The same preset, name included (its uncertainty model is the preset's), without
+        ``stage``."""
+        return replace(self, stages=tuple(s for s in self.stages if s is not stage))
 
 
 @dataclass
