@@ -17,7 +17,7 @@ from service.pipeline.stages import fit, locate, mirror, refit, search_lost, sha
 
 # FaceMesh V2 fits every face in ``balanced`` and ``accurate``: on the large dev set it cut the
 # MAE on the faces the FaceLandmarker also finds from 3.41 (V1) to 3.11 (3.28 the
-# FaceLandmarker's own). The keypoint blend applies to V1's fits only (stages.blends). The
+# FaceLandmarker's own). The keypoints' pose applies to V1's fits only (stages.keypoint_use). The
 # lost-face search runs V1: V2 refinds fewer of the profiles it loses (coverage 94.2% against
 # 96.4%) at three times the cost a crop. ``fast`` keeps V1 alone, the cheapest fit.
 ACCURATE = Preset(Quality.ACCURATE.value,

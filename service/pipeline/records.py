@@ -121,8 +121,8 @@ class Preset:
     # loses, at a quarter of V2's cost a crop. Its faces have no V2 iris points (NaN).
     search_model: str | None = None
     full_range: FullRange = FullRange.ALWAYS
-    # The detector keypoints' pose blended into turned faces' where V1 fitted them
-    # (stages.blends; a face the mesh lost takes the keypoints' pose whatever this says).
+    # The detector keypoints' pose used where V1 fitted the face (stages.keypoint_use; a face
+    # the mesh lost takes the keypoints' pose whatever this says).
     keypoint_blend: bool = True
     mirror_from: MirrorFrom = MirrorFrom.DETECTOR
     # Faces turned further than this (or lost by the mesh) get the mirrored fit averaged in.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
 
@@ -58,6 +59,14 @@ def load_canonical_face() -> CanonicalFace:
             landmarks68=data["landmarks68"].astype(np.int64),
             keypoints_mm=keypoints @ MODEL_TO_CV_AXES.T,
         )
+
+
+class KeypointUse(StrEnum):
+    """How a face's pose uses the detector keypoints' own fit."""
+
+    TURNED = "turned"  # blended into the mesh's on turned faces, taking over at profiles
+    NEVER = "never"  # the mesh's rotation as fitted (a face the mesh lost still takes theirs)
+    ALWAYS = "always"  # the keypoints' rotation; the mesh gives the translation
 
 
 class DegeneratePose(ValueError):
@@ -176,15 +185,15 @@ def reprojection_rmse(pose_rotation: np.ndarray, translation: np.ndarray,
 
 
 def face_pose(landmarks_px: np.ndarray, keypoints_px: np.ndarray, presence: float,
-              face: CanonicalFace, camera: Camera, blend_turned: bool = True) -> Pose:
+              face: CanonicalFace, camera: Camera,
+              keypoint_use: KeypointUse = KeypointUse.TURNED) -> Pose:
     """The head pose from the mesh, helped by the detector's keypoints where the mesh is weak.
 
     landmarks_px: (P, 2+) image pixels, the 468 vertices first (V2's irises after them are not
     used); keypoints_px: (6, 2), NaN when there are none.
     On a turned face the mesh's far-side landmarks are guesses and its yaw comes out short,
     and on a near-profile one it gives up (low presence); the detector's keypoints, ears
-    included, carry the turn independently. blend_turned: False keeps the mesh's rotation on
-    every face it did not lose (FaceMesh V2 carries the turn itself).
+    included, carry the turn independently. ``keypoint_use`` says how far they are trusted.
     """
     # All 468 vertices: weighting or subsets (Procrustes weights, rigid regions) moved the
     # AFLW2000 error by tenths of a degree either way, while profiles are off by tens.
@@ -207,11 +216,12 @@ def face_pose(landmarks_px: np.ndarray, keypoints_px: np.ndarray, presence: floa
         return pose
     if presence < MESH_TRUSTED_PRESENCE:
         return replace(from_keypoints, evidence=evidence)
-    if not blend_turned:
+    if keypoint_use is KeypointUse.NEVER:
         return pose
     yaw = abs(euler_pitch_yaw_roll_deg(pose.r_cam_from_model)[1])
-    weight = np.clip((yaw - KEYPOINTS_FROM_YAW_DEG)
-                     / (KEYPOINTS_ONLY_YAW_DEG - KEYPOINTS_FROM_YAW_DEG), 0.0, 1.0)
+    weight = 1.0 if keypoint_use is KeypointUse.ALWAYS else np.clip(
+        (yaw - KEYPOINTS_FROM_YAW_DEG) / (KEYPOINTS_ONLY_YAW_DEG - KEYPOINTS_FROM_YAW_DEG),
+        0.0, 1.0)
     if weight == 0.0:
         return pose
     rotation = mean_rotation(pose.r_cam_from_model, from_keypoints.r_cam_from_model, weight)

@@ -38,7 +38,7 @@ from service.pipeline.detect import (
     tiles_needed,
     whole_image_min_face_px,
 )
-from service.pipeline.mesh import mesh_input_size, mesh_points, run_mesh
+from service.pipeline.mesh import MESH_V1, mesh_input_size, mesh_points, run_mesh
 from service.pipeline.mirror import (
     mirror_boxes,
     mirror_camera,
@@ -51,6 +51,7 @@ from service.pipeline.records import FullRange, ImageRequest, ImageWork, MirrorF
 from service.pipeline.scale import rescale_boxes, rescale_camera, rescale_regions, rescale_xy
 from service.pipeline.solve import (
     MESH_TRUSTED_PRESENCE,
+    KeypointUse,
     euler_pitch_yaw_roll_deg,
     face_pose,
     load_canonical_face,
@@ -405,15 +406,25 @@ def run_fit_stages(runtime: InferenceRuntime, works: list[ImageWork], preset: Pr
 
 # --- solve, mirror: the pose ------------------------------------------------------------------
 
-def blends(preset: Preset, landmarks: np.ndarray) -> bool:
-    """Whether the keypoints' pose is blended into this turned face's: where the preset says and
-    V1 fitted the face. V2 carries the turn itself: blended, its MAE on the faces the
-    FaceLandmarker also finds rose by 0.25 degree (0.9 at 30-60 degrees of yaw). V1's yaw comes
-    out short: on the profiles V1 refinds for V2 the blend took ``balanced`` from 4.27 to 4.08
-    over all faces found, and ``accurate``'s boxes-mode MAE from 4.99 to 4.78 (large dev set)."""
+def keypoint_use(preset: Preset, landmarks: np.ndarray) -> KeypointUse:
+    """How this face's pose uses the detector keypoints (none where the preset says so).
+
+    - FaceMesh V2's fits: never. V2 carries the turn itself: blended in, its MAE on the faces
+      the FaceLandmarker also finds rose by 0.25 degree (0.9 at 30-60 degrees of yaw).
+    - V1's fits in a V1 preset: blended in on turned faces (V1's yaw comes out short).
+    - V1's fits in a V2 preset, the profiles V1 refinds after V2 lost them: the keypoints'
+      rotation alone. On the large dev set, against blending: ``balanced`` 4.08 -> 3.97 over
+      all faces found, ``accurate`` 4.27 -> 4.03, its boxes-mode MAE 4.78 -> 4.55; against
+      V1's own rotation, 4.27, 4.49 and 4.99.
+    """
+    if not preset.keypoint_blend:
+        return KeypointUse.NEVER
     # V1's faces have no V2 iris points: none, or NaN where V2 faces share the array.
-    return preset.keypoint_blend and (len(landmarks) == NUM_VERTICES
-                                      or not np.isfinite(landmarks[NUM_VERTICES:]).all())
+    fitted_by_v1 = (len(landmarks) == NUM_VERTICES
+                    or not np.isfinite(landmarks[NUM_VERTICES:]).all())
+    if not fitted_by_v1:
+        return KeypointUse.NEVER
+    return KeypointUse.TURNED if preset.mesh_model == MESH_V1 else KeypointUse.ALWAYS
 
 
 def solve(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
@@ -425,7 +436,8 @@ def solve(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
     with STAGE_SECONDS.labels("solve").time():
         for work in works:
             solved.append(replace(work, poses=tuple(
-                face_pose(lm, kp, p, face_model, work.request.camera, blends(preset, lm))
+                face_pose(lm, kp, p, face_model, work.request.camera,
+                          keypoint_use(preset, lm))
                 for lm, kp, p in zip(work.landmarks, work.keypoints, work.presence,
                                      strict=True))))
     return solved
@@ -519,7 +531,7 @@ def mirror(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
             if presence[j] < MESH_TRUSTED_PRESENCE <= p:
                 landmarks[j], presence[j] = lm, p
                 poses[j] = face_pose(lm, work.keypoints[j], p, face_model, camera,
-                                     blends(preset, lm))
+                                     keypoint_use(preset, lm))
             r_mirrored = unmirror_rotation(pose.r_cam_from_model)
             if not np.isfinite(r_mirrored).all():
                 continue
