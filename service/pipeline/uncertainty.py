@@ -35,13 +35,13 @@ class UncertaintyModel:
 
 
 UNCERTAINTY: dict[str, UncertaintyModel] = {
-    "accurate": UncertaintyModel((0.724, 0.360, 0.304, 0.142, 0.599, 0.162, -0.339), 2.229, 1.129),
-    "balanced": UncertaintyModel((1.635, 0.435, 0.000, 0.000, 1.031, 0.353, 0.033), 0.917, 1.064),
+    "accurate": UncertaintyModel((1.146, 0.221, 0.163, 0.073, 0.826, 0.241, -0.210), 2.102, 1.121),
+    "balanced": UncertaintyModel((1.540, 0.263, 0.000, 0.000, 1.168, 0.418, 0.007), 1.573, 1.135),
     "fast": UncertaintyModel((1.861, 0.187, 0.000, 0.000, 0.902, 0.348, 0.203), 0.402, 1.224),
 }
 UNCERTAINTY_WITHOUT_KEYPOINTS: dict[str, UncertaintyModel] = {
-    "accurate": UncertaintyModel((0.833, 0.000, 0.375, 0.158, 0.606, 0.285, -0.391), 3.591, 1.173),
-    "balanced": UncertaintyModel((1.935, 0.000, 0.000, 0.000, 1.230, 0.477, 0.031), 2.113, 1.207),
+    "accurate": UncertaintyModel((1.298, 0.000, 0.209, 0.087, 0.861, 0.346, -0.229), 2.992, 1.048),
+    "balanced": UncertaintyModel((1.849, 0.000, 0.000, 0.000, 1.398, 0.567, 0.029), 2.486, 1.069),
     "fast": UncertaintyModel((1.987, 0.000, 0.000, 0.000, 1.072, 0.414, 0.207), 0.953, 1.238),
 }
 
