@@ -53,31 +53,31 @@ MESHES = (MESH_V1, MESH_V2)
 def configurations() -> list[tuple[str, Preset]]:
     """Today's full pipeline, each optional step off in turn, the cheaper variants of two
     steps, and the presets."""
+    with_refit = (stages.locate, stages.sharpen, stages.fit, stages.refit, stages.search_lost,
+                  stages.solve, stages.mirror)
     return [
-        ("accurate (every step)", ACCURATE),
+        ("accurate (the most steps)", ACCURATE),
         ("- full-range detector", replace(ACCURATE, full_range=FullRange.NEVER)),
         ("  full-range only where no large face",
          replace(ACCURATE, full_range=FullRange.WHERE_NO_LARGE_FACE)),
         ("- finer re-decode", ACCURATE.without(stages.sharpen)),
-        ("- second mesh pass", ACCURATE.without(stages.refit)),
+        ("+ second mesh pass", replace(ACCURATE, stages=with_refit)),
         ("- lost-face search", ACCURATE.without(stages.search_lost)),
-        ("- keypoint blend", replace(ACCURATE, keypoint_blend=False)),
+        ("- keypoint blend (on V1's refinds)", replace(ACCURATE, keypoint_blend=False)),
         ("- mirrored fit", ACCURATE.without(stages.mirror)),
         ("  mirrored fit from the first crop",
          replace(ACCURATE, mirror_from=MirrorFrom.FIRST_CROP)),
         ("  mirrored fit from the landmarks", replace(ACCURATE, mirror_from=MirrorFrom.LANDMARKS)),
         ("balanced (the default)", BALANCED),
         ("  with V1 as before (blend, V1 search)", replace(
-            BALANCED, mesh_model=MESH_V1, search_model=None, keypoint_blend=True)),
+            BALANCED, mesh_model=MESH_V1, search_model=None, keypoint_blend=True,
+            stages=BALANCED.without(stages.mirror).stages)),
         ("  - keypoint blend (on V1's refinds)", replace(BALANCED, keypoint_blend=False)),
         ("  lost-face search with V2", replace(BALANCED, search_model=None)),
         ("  - lost-face search", BALANCED.without(stages.search_lost)),
-        ("  + second mesh pass", replace(BALANCED, stages=(stages.locate, stages.sharpen,
-                                                           stages.fit, stages.refit,
-                                                           stages.search_lost, stages.solve))),
-        ("  + mirrored fit from the landmarks", replace(
-            BALANCED, stages=(*BALANCED.stages, stages.mirror),
-            mirror_from=MirrorFrom.LANDMARKS)),
+        ("  - mirrored fit", BALANCED.without(stages.mirror)),
+        ("  mirrored fit from 35 degrees", replace(BALANCED, mirror_above_yaw_deg=35.0)),
+        ("  + second mesh pass", replace(BALANCED, stages=with_refit)),
         ("fast", FAST),
     ]
 

@@ -77,12 +77,12 @@ def detector_calls(counting: CountingRuntime) -> list[str]:
     return sorted(name for name, _ in counting.calls if name not in MESHES)
 
 
-def test_a_frontal_face_takes_one_call_per_detector_and_two_mesh_passes(
+def test_a_frontal_face_takes_one_call_per_detector_and_one_mesh_pass(
         runtime: InferenceRuntime) -> None:
     counting = CountingRuntime(runtime)
     (result,) = estimate_faces(counting, [astronaut_request()])
     assert len(result.faces) == 1
-    assert counting.mesh_batches() == [1, 1]
+    assert counting.mesh_batches() == [1]
     # The whole 512 px image shows faces of 64 px and up, as small as accurate looks: no tiles.
     assert sorted(name for name, _ in counting.calls if name not in MESHES) == [
         "face_detector_full", "face_detector_short"]
@@ -90,11 +90,11 @@ def test_a_frontal_face_takes_one_call_per_detector_and_two_mesh_passes(
 
 
 def test_a_lost_face_is_searched_for_then_fitted_mirrored(runtime: InferenceRuntime) -> None:
-    # Lost in every mesh call: first pass, second pass, the search's 12 crops; then the mirrored
-    # image is detected again (both detectors) and goes through the same three.
+    # Lost in every mesh call: the first pass, the search's 12 crops; then the mirrored image is
+    # detected again (both detectors) and goes through the same two.
     counting = CountingRuntime(runtime, lose=set(range(100)))
     (result,) = estimate_faces(counting, [astronaut_request(min_presence=0.0)])
-    assert counting.mesh_batches() == [1, 1, 12, 1, 1, 12]
+    assert counting.mesh_batches() == [1, 12, 1, 12]
     assert [name for name, _ in counting.calls].count("face_detector_short") == 2
     assert result.faces[0].presence < MESH_TRUSTED_PRESENCE
     # Lost everywhere: with the default min_presence the face is not returned.
@@ -104,9 +104,9 @@ def test_a_lost_face_is_searched_for_then_fitted_mirrored(runtime: InferenceRunt
 
 def test_a_face_lost_only_in_the_original_is_taken_from_the_mirrored_fit(
         runtime: InferenceRuntime) -> None:
-    counting = CountingRuntime(runtime, lose={0, 1, 2})
+    counting = CountingRuntime(runtime, lose={0, 1})
     (result,) = estimate_faces(counting, [astronaut_request()])
-    assert counting.mesh_batches() == [1, 1, 12, 1, 1]  # the mirrored fit found it: no search
+    assert counting.mesh_batches() == [1, 12, 1]  # the mirrored fit found it: no search
     (face,) = result.faces
     assert face.presence >= MESH_TRUSTED_PRESENCE
     pitch, yaw, roll = euler_pitch_yaw_roll_deg(face.pose.r_cam_from_model)
@@ -125,12 +125,14 @@ def test_every_preset_locates_fits_and_solves_in_order() -> None:
         assert preset.stages[0] is stages.locate
         assert {stages.fit, stages.solve} <= set(preset.stages)
         assert [s for s in order if s in preset.stages] == list(preset.stages)
-    assert set(PRESETS[Quality.ACCURATE].stages) == set(order)
+    # accurate has every stage but the second mesh pass, which with V2 no longer paid.
+    assert set(PRESETS[Quality.ACCURATE].stages) == set(order) - {stages.refit}
 
 
 # Mesh batches for a frontal face, and for a face lost in every mesh call: fast leaves a lost
-# face lost (no search, no mirrored fit); balanced searches once with 12 crops, and fits once.
-ONE_PASS_PRESETS = {Quality.FAST: ([1], [1]), Quality.BALANCED: ([1], [1, 12])}
+# face lost (no search, no mirrored fit); balanced searches once with 12 crops, then fits the
+# mirrored image once from the landmarks.
+ONE_PASS_PRESETS = {Quality.FAST: ([1], [1]), Quality.BALANCED: ([1], [1, 12, 1])}
 
 
 @pytest.mark.parametrize("quality", sorted(ONE_PASS_PRESETS))

@@ -35,13 +35,15 @@ class UncertaintyModel:
 
 
 UNCERTAINTY: dict[str, UncertaintyModel] = {
-    "accurate": UncertaintyModel((1.146, 0.221, 0.163, 0.073, 0.826, 0.241, -0.210), 2.102, 1.121),
-    "balanced": UncertaintyModel((1.540, 0.263, 0.000, 0.000, 1.168, 0.418, 0.007), 1.573, 1.135),
+    "accurate": UncertaintyModel((1.214, 0.212, 0.176, 0.110, 0.667, 0.259, -0.095), 1.526, 1.113),
+    "balanced": UncertaintyModel((1.695, 0.280, -0.255, -0.430, 0.799, 0.520, 0.068), 2.037,
+                                 1.047),
     "fast": UncertaintyModel((1.861, 0.187, 0.000, 0.000, 0.902, 0.348, 0.203), 0.402, 1.224),
 }
 UNCERTAINTY_WITHOUT_KEYPOINTS: dict[str, UncertaintyModel] = {
-    "accurate": UncertaintyModel((1.298, 0.000, 0.209, 0.087, 0.861, 0.346, -0.229), 2.992, 1.048),
-    "balanced": UncertaintyModel((1.849, 0.000, 0.000, 0.000, 1.398, 0.567, 0.029), 2.486, 1.069),
+    "accurate": UncertaintyModel((1.355, 0.000, 0.227, 0.140, 0.677, 0.361, -0.101), 2.304, 1.041),
+    "balanced": UncertaintyModel((1.934, 0.000, -0.180, -0.273, 0.754, 0.636, 0.076), 2.749,
+                                 1.065),
     "fast": UncertaintyModel((1.987, 0.000, 0.000, 0.000, 1.072, 0.414, 0.207), 0.953, 1.238),
 }
 
