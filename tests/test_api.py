@@ -66,7 +66,8 @@ def test_astronaut_has_one_near_frontal_face(client: httpx.Client) -> None:
 
 # The mirrored fit averages out the mesh model's left/right asymmetry; without it (balanced,
 # fast) a flipped image's pitch differs by up to 2.4 degrees here.
-FLIP_TOLERANCE_DEG = {"accurate": 2.0, "balanced": 3.0, "fast": 3.0}
+# accurate lost its second mesh pass with V2: one pass, as balanced.
+FLIP_TOLERANCE_DEG = {"accurate": 3.0, "balanced": 3.0, "fast": 3.0}
 
 
 @pytest.mark.parametrize("quality", sorted(FLIP_TOLERANCE_DEG))

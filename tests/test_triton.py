@@ -78,7 +78,9 @@ def test_triton_gives_the_embedded_results(server_url: str, triton_url: str, cas
     for a, b in zip(embedded, served, strict=True):
         for angle in ("pitch", "yaw", "roll"):
             assert abs(a["pose"]["euler_deg"][angle] - b["pose"]["euler_deg"][angle]) < 0.01
-        assert np.abs(np.array(a["landmarks"]) - np.array(b["landmarks"])).max() < 0.01
+        # Embedded, V2 runs under LiteRT; in Triton, its ONNX model: ~1e-3 px apart, which the
+        # answers' rounding to 0.01 px can turn into one step.
+        assert np.abs(np.array(a["landmarks"]) - np.array(b["landmarks"])).max() < 0.015
         assert np.abs(np.array(a["iris"]["left"]["centre"])
                       - np.array(b["iris"]["left"]["centre"])).max() < 0.01
         assert a["blendshapes"].keys() == b["blendshapes"].keys()

@@ -300,26 +300,31 @@ def _with_fits(works: list[ImageWork], landmarks: list[np.ndarray],
 CONFIRM_BELOW_SCORE = 0.8
 
 
-def fit(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset) -> list[ImageWork]:
-    """The mesh fitted in the first crops; a face the detector is unsure of kept only where
-    the search model (V1) finds a face there too."""
-    images = [w.request.image for w in works]
-    fitted = _with_fits(works, *fit_meshes(runtime, images, [w.regions for w in works],
-                                           preset.mesh_model))
+def confirmed(runtime: InferenceRuntime, works: list[ImageWork], regions: list[Regions],
+              preset: Preset) -> list[ImageWork]:
+    """The fitted faces the detector is unsure of kept present only where the search model
+    (V1) finds a face in the same crops too. regions: the crops the fit used, per image."""
     if preset.search_model is None or preset.search_model == preset.mesh_model:
-        return fitted
-    unsure = [np.flatnonzero(w.scores < CONFIRM_BELOW_SCORE) for w in fitted]
+        return works
+    unsure = [np.flatnonzero(w.scores < CONFIRM_BELOW_SCORE) for w in works]
     if not sum(len(u) for u in unsure):
-        return fitted
-    _, checked = fit_meshes(runtime, images, [w.regions.take(u) for w, u in
-                                              zip(fitted, unsure, strict=True)],
+        return works
+    _, checked = fit_meshes(runtime, [w.request.image for w in works],
+                            [r.take(u) for r, u in zip(regions, unsure, strict=True)],
                             preset.search_model)
-    confirmed = []
-    for work, faces, check in zip(fitted, unsure, checked, strict=True):
+    result = []
+    for work, faces, check in zip(works, unsure, checked, strict=True):
         presence = work.presence.copy()
         presence[faces] = np.minimum(presence[faces], check)
-        confirmed.append(replace(work, presence=presence))
-    return confirmed
+        result.append(replace(work, presence=presence))
+    return result
+
+
+def fit(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset) -> list[ImageWork]:
+    """The mesh fitted in the first crops (the faces the detector is unsure of confirmed)."""
+    regions = [w.regions for w in works]
+    return confirmed(runtime, _with_fits(works, *fit_meshes(
+        runtime, [w.request.image for w in works], regions, preset.mesh_model)), regions, preset)
 
 
 def refit(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
@@ -333,8 +338,8 @@ def refit(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
     """
     regions = [regions_from_landmarks(w.landmarks) if w.landmarks is not None and len(w)
                else w.regions for w in works]
-    return _with_fits(works, *fit_meshes(runtime, [w.request.image for w in works], regions,
-                                         preset.mesh_model))
+    return confirmed(runtime, _with_fits(works, *fit_meshes(
+        runtime, [w.request.image for w in works], regions, preset.mesh_model)), regions, preset)
 
 
 # Crops tried around a face the mesh lost: centred on its first region, on the mean of its

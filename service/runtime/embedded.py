@@ -8,10 +8,12 @@ TFLite original the build installs beside model.onnx; Triton serves the ONNX mod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,21 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
 Runner = Callable[[Sequence[str], dict[str, np.ndarray]], list[np.ndarray]]
 
 
+@contextlib.contextmanager
+def _stderr_discarded() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null inside (native libraries write there, not to
+    sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class LiteRTModel:
     """A TFLite model run by LiteRT, called like an ONNX Runtime session: uint8 NHWC pixels in,
     the config's outputs out, any batch (items one at a time, as the model takes them).
@@ -61,6 +78,12 @@ class LiteRTModel:
         self._order: list[str] = feed["outputs"]
         self._dims = {o.name: o.dims for o in spec.outputs}
         self._local = threading.local()
+        # LiteRT prints one line to stderr the first time a process makes an interpreter
+        # ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU."), which would break the
+        # gateway's one-JSON-object-per-line log. The first one is made here, at start-up,
+        # with stderr pointed away for that moment; later ones print nothing.
+        with _stderr_discarded():
+            self._interpreter()
 
     def _interpreter(self) -> Any:  # LiteRT's Interpreter, imported on first use
         interpreter = getattr(self._local, "interpreter", None)
