@@ -21,11 +21,11 @@ from service.pipeline.stages import fit, locate, mirror, search_lost, sharpen, s
 # lost-face search runs V1: V2 refinds fewer of the profiles it loses (coverage 94.2% against
 # 96.4%) at three times the cost a crop. ``fast`` keeps V1 alone, the cheapest fit.
 #
-# ``balanced`` mirrors the profiles (over 55 degrees of yaw, or lost) from their landmarks: one
-# more V2 crop for one face in twelve, +1.5 ms an image, and the 60-99 degree band's MAE on the
-# faces the FaceLandmarker also finds 8.82 -> 8.29 (its own 8.74); from 35 degrees it cost
-# 3 ms and bought 0.1 more in the 30-60 band. ``accurate`` has no second mesh pass: with V2
-# it bought 0.05 degree on those faces, cost 0.06 in boxes mode and 14 ms an image.
+# ``balanced`` mirrors the profiles (over 55 degrees of yaw, or lost) from their landmarks: 0.15
+# more mesh crops an image, under a millisecond, and the 60-99 degree band's MAE on the faces
+# the FaceLandmarker also finds 8.82 -> 8.29 (its own 8.74); from 35 degrees it cost 5 ms and
+# bought 0.14 more in the 30-60 band. ``accurate`` has no second mesh pass: with V2 it bought
+# 0.05 degree on those faces, cost 0.06 in boxes mode and 9 ms an image.
 ACCURATE = Preset(Quality.ACCURATE.value,
                   (locate, sharpen, fit, search_lost, solve, mirror), min_face_px=64,
                   mesh_model=MESH_V2, search_model=MESH_V1)
