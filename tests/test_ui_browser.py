@@ -60,6 +60,10 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# The table's rows of numbers, one a face (each face's expression is a line of its own).
+FACE_ROWS = "#poses tbody tr:not(.expression)"
+
+
 def screenshot(driver: webdriver.Chrome, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
@@ -106,8 +110,10 @@ def test_upload_shows_overlay_pose_table_and_json(browser: webdriver.Chrome, pho
     assert unlabelled == []
     upload(browser, photo)
     assert "1 face" in status_text(browser), status_text(browser)
-    rows = browser.find_elements(By.CSS_SELECTOR, "#poses tbody tr")
+    rows = browser.find_elements(By.CSS_SELECTOR, FACE_ROWS)
     assert len(rows) == 1
+    (expression,) = browser.find_elements(By.CSS_SELECTOR, "#poses tbody tr.expression")
+    assert expression.text.startswith("Expression: mouthSmile"), expression.text
     cells = [cell.text for cell in rows[0].find_elements(By.CSS_SELECTOR, "th, td")]
     yaw, pitch, roll = (float(text) for text in cells[2:5])
     assert abs(yaw) < 20 and abs(pitch) < 25 and abs(roll) < 15
@@ -129,7 +135,7 @@ def test_phone_width_and_keyboard(browser: webdriver.Chrome, photo: Path,
         "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
     browser.get(f"{server_url}/")
     upload(browser, photo)
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#poses tbody tr")) == 1
+    assert len(browser.find_elements(By.CSS_SELECTOR, FACE_ROWS)) == 1
     # Nothing wider than the phone: no sideways scrolling of the page.
     overflow = browser.execute_script(
         "return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
@@ -212,7 +218,7 @@ def test_a_failed_upload_clears_the_previous_result(browser: webdriver.Chrome, p
     browser.set_window_size(1280, 1000)
     browser.get(f"{server_url}/")
     upload(browser, photo)
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#poses tbody tr")) == 1
+    assert len(browser.find_elements(By.CSS_SELECTOR, FACE_ROWS)) == 1
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(photo.read_bytes()[:2000])
     browser.find_element(By.ID, "file").send_keys(str(truncated))

@@ -98,7 +98,6 @@
         `±${fixed(face.pose.uncertainty_deg)}`,
         fixed(face.pose.translation_mm[2], 0),
         visible ? `${visible.filter(Boolean).length} of ${visible.length}` : "",
-        strongest(face.blendshapes),
       ];
       cells.forEach((text, column) => {
         const cell = document.createElement(column === 0 ? "th" : "td");
@@ -107,6 +106,17 @@
         row.append(cell);
       });
       posesBody.append(row);
+      const expression = strongest(face.blendshapes);
+      if (expression) {
+        // A line of its own under the face's numbers: the table stays as wide as before.
+        const line = document.createElement("tr");
+        line.className = "expression";
+        const cell = document.createElement("td");
+        cell.colSpan = cells.length;
+        cell.textContent = `Expression: ${expression}`;
+        line.append(cell);
+        posesBody.append(line);
+      }
     });
     const count = image.faces.length;
     posesCaption.textContent = `${count} ${count === 1 ? "face" : "faces"} in a ${image.width}×${image.height} image (camera: ${image.camera.source})`;
