@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 HOST ?= 127.0.0.1
 PORT ?= 8080
+GRPC_PORT ?= 50051
 BIN := $(VENV)/bin
 
 .PHONY: env models tools run run-triton test lint eval ablate fuzz soak burst bench bench-scaling bench-batch render-example clean
@@ -19,14 +20,14 @@ models: env
 	$(BIN)/facepose models build
 
 run: models
-	FACEPOSE_HOST=$(HOST) FACEPOSE_PORT=$(PORT) $(BIN)/facepose serve
+	FACEPOSE_HOST=$(HOST) FACEPOSE_PORT=$(PORT) FACEPOSE_GRPC_PORT=$(GRPC_PORT) $(BIN)/facepose serve
 
 # Local Triton (CPU, python backend) and the gateway using it; Ctrl-C stops both.
 run-triton: models
 	$(BIN)/facepose triton --grpc-port 8001 & triton=$$!; \
 	trap 'kill $$triton' EXIT INT TERM; \
 	FACEPOSE_RUNTIME=triton FACEPOSE_TRITON_URL=127.0.0.1:8001 FACEPOSE_HOST=$(HOST) \
-	FACEPOSE_PORT=$(PORT) $(BIN)/facepose serve
+	FACEPOSE_PORT=$(PORT) FACEPOSE_GRPC_PORT=$(GRPC_PORT) $(BIN)/facepose serve
 
 lint: env
 	$(BIN)/ruff check .

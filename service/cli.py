@@ -46,8 +46,11 @@ def _serve(args: argparse.Namespace) -> int:
     # handler in place that is a no-op, so a drained SIGTERM exits 0 as orchestrators expect.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    DrainingServer(config, app).run()
-    return 0
+    server = DrainingServer(config, app)
+    server.run()
+    # A start that failed (a port taken, models missing) is logged by uvicorn; say so in the
+    # exit status too, as uvicorn.run does.
+    return 0 if server.started else 3
 
 
 class DrainingServer(uvicorn.Server):

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -15,7 +19,7 @@ from service.client import GrpcClient, RestClient
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
 from service.grpc.generate import generate
-from tests.conftest import REPO
+from tests.conftest import REPO, SERVER_ENV, free_port, wait_until
 from tests.images import astronaut, encode
 from tests.test_api import rotate_in_plane
 
@@ -129,3 +133,38 @@ def test_health_reflection_and_topology(grpc_target: str) -> None:
         topology = pb_grpc.FacePoseStub(channel).GetMeshTopology(pb.GetMeshTopologyRequest(),
                                                                   timeout=5)
     assert topology.num_vertices == 468 and len(topology.triangles) == 898 * 3
+
+
+def test_a_taken_grpc_port_stops_the_second_gateway_at_start(server_url: str,
+                                                              grpc_port: int) -> None:
+    """gRPC binds with SO_REUSEPORT unless told not to: a second gateway on the same port would
+    start and take half of the calls. It must refuse to start instead, saying why."""
+    env = {**os.environ, **SERVER_ENV, "FACEPOSE_GRPC_PORT": str(grpc_port),
+           "FACEPOSE_PORT": str(free_port())}
+    second = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 3, second.stderr[-2000:]
+    assert f"gRPC cannot listen on 127.0.0.1:{grpc_port}: the port is taken" in second.stderr
+    # The first gateway still answers every call.
+    with GrpcClient(f"127.0.0.1:{grpc_port}") as rpc:
+        for _ in range(4):
+            assert rpc.estimate([encode(astronaut())])[0]["faces"]
+
+
+def test_the_start_up_log_names_the_rest_and_grpc_addresses(tmp_path: Path) -> None:
+    log = tmp_path / "gateway.log"
+    rest, grpc_port = free_port(), free_port()
+    env = {**os.environ, **SERVER_ENV, "FACEPOSE_GRPC_PORT": str(grpc_port),
+           "FACEPOSE_PORT": str(rest)}
+    with log.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host",
+                                    "127.0.0.1"], cwd=REPO, env=env, stderr=sink)
+        try:
+            wait_until(f"http://127.0.0.1:{rest}/readyz", process)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    messages = " | ".join(f"{e['msg']} {e.get('address', '')}" for e in lines)
+    assert f"http://127.0.0.1:{rest}" in messages, messages
+    assert f"gRPC listening 127.0.0.1:{grpc_port}" in messages, messages

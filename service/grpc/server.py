@@ -272,6 +272,9 @@ CONNECTION_LIMITS: tuple[tuple[str, int], ...] = (
     # TCP, a node lost) and its connection is closed.
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
+    # gRPC binds with SO_REUSEPORT by default: a second gateway on the same port would start
+    # and silently take half of the calls. Off, a taken port stops the second one at start.
+    ("grpc.so_reuseport", 0),
 )
 
 
@@ -303,8 +306,15 @@ class GrpcServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), self.server)
-        self.server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        address = f"{settings.host}:{settings.grpc_port}"
+        try:
+            self.server.add_insecure_port(address)
+        except RuntimeError:
+            raise OSError(f"gRPC cannot listen on {address}: the port is taken (or the address "
+                          "is not this host's). Set FACEPOSE_GRPC_PORT to a free port, or 0 for "
+                          "no gRPC.") from None
         await self.server.start()
+        LOGGER.info("gRPC listening", extra={"address": address})
 
     async def set_serving(self, ready: bool) -> None:
         """What the standard health service answers, for the server and for FacePose."""
