@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import grpc
+from google.protobuf import json_format
 from tqdm import tqdm
 
 from service.client import MAX_MESSAGE_BYTES, UNREADABLE_FILE
@@ -38,6 +39,11 @@ class NoServer(Exception):
     """The server names resolve to no address."""
 
 
+class NothingToDo(Exception):
+    """The source names no image, or the output was written with other options: nothing is
+    written and the command fails with this message."""
+
+
 def collect_paths(source: str) -> list[str]:
     """A folder (recursive), one image, a text file of paths, or a glob; sorted, unique."""
     path = Path(source)
@@ -50,7 +56,36 @@ def collect_paths(source: str) -> list[str]:
         found = [Path(line) for line in lines if line and not line.startswith("#")]
     else:
         found = [Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file()]
+        if not found:
+            raise NothingToDo(f"{source}: no such folder or file, and no file matches it as a "
+                              "glob")
+    if not found:
+        kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise NothingToDo(f"{source}: no images in it ({kinds}, searched recursively)"
+                          if path.is_dir() else f"{source}: the list names no path")
     return sorted({str(p) for p in found})
+
+
+def options_path(out: Path) -> Path:
+    """Where the options an output was written with are kept, beside it."""
+    return out.with_name(out.name + ".options.json")
+
+
+def check_options(out: Path, options: pb.Options) -> None:
+    """Refuse to add answers made with other options to an output; record them on first use.
+
+    An output from before the options were recorded is taken as made with these."""
+    asked = json.loads(json_format.MessageToJson(options, sort_keys=True))
+    recorded = options_path(out)
+    if out.exists() and out.stat().st_size and recorded.exists():
+        before = json.loads(recorded.read_text())
+        if before != asked:
+            raise NothingToDo(
+                f"{out} holds answers made with other options ({json.dumps(before)}; now "
+                f"{json.dumps(asked)}): resuming would mix them. Give another --out, or delete "
+                f"{out} and {recorded.name} to start again.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(asked) + "\n")
 
 
 def completed_paths(out: Path) -> set[str]:
@@ -234,12 +269,14 @@ def run_batch(source: str, server: str, out: Path, options: pb.Options, concurre
               retries: int = 6) -> Summary:
     """Every image of ``source`` not already in ``out``, estimated into it. The summary says
     what was done, and ``stopped`` why it ended early (the server gone past the retries, or
-    an interrupt); what was written stays, and the same call resumes."""
+    an interrupt); what was written stays, and the same call resumes. Raises NothingToDo,
+    having written nothing, for a source without images or an output made with other
+    options."""
     paths = collect_paths(source)
+    check_options(out, options)
     done = completed_paths(out)
     todo = [p for p in paths if p not in done]
     summary = Summary(total=len(paths), skipped=len(paths) - len(todo))
-    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as handle:
         try:
             asyncio.run(BatchRun(todo, server, handle, options, concurrency, retries,

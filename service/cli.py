@@ -85,7 +85,7 @@ def _triton(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from service.batch_client import run_batch
+    from service.batch_client import NothingToDo, run_batch
     from service.client import grpc_options
     from service.endpoints import parse_servers
 
@@ -97,8 +97,12 @@ def _batch(args: argparse.Namespace) -> int:
     include = [name for name in args.include.split(",") if name]
     options = grpc_options(include, max_faces=args.max_faces, min_score=args.min_score,
                            min_presence=args.min_presence, quality=args.quality)
-    summary = run_batch(args.source, args.server, Path(args.out), options, args.concurrency,
-                        args.retries)
+    try:
+        summary = run_batch(args.source, args.server, Path(args.out), options,
+                            args.concurrency, args.retries)
+    except NothingToDo as error:
+        print(f"facepose batch: {error}", file=sys.stderr)
+        return 2
     print(summary.line())
     if summary.stopped is None:
         return 0

@@ -185,3 +185,37 @@ def test_batch_goes_on_through_the_other_gateway_when_one_dies(tmp_path: Path) -
         assert process.returncode == 0, stderr.decode()
     assert f"127.0.0.1:{ports[1]}: " in stderr.decode()  # its stream failed, and was retried
     assert sorted(line["path"] for line in lines(out)) == sorted(paths)
+
+
+def batch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "service.cli", "batch", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("source", ["no-such-folder", "no-such-*.jpg", "empty"])
+def test_a_source_without_images_fails_and_writes_nothing(tmp_path: Path, source: str) -> None:
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out.jsonl"
+    done = batch(str(tmp_path / source), "--server", "127.0.0.1:9", "--out", str(out))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"facepose batch: {tmp_path / source}: no "), done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no output, no options
+
+
+def test_resuming_with_other_options_is_refused(tmp_path: Path, grpc_target: str) -> None:
+    expected = make_folder(tmp_path / "images", 3)
+    out = tmp_path / "out.jsonl"
+    first = batch(str(tmp_path / "images"), "--server", grpc_target, "--out", str(out),
+                  "--include", "landmarks68")
+    assert first.returncode == 0, first.stderr
+    written = out.read_text()
+    assert {line["path"] for line in lines(out)} == expected
+    again = batch(str(tmp_path / "images"), "--server", grpc_target, "--out", str(out),
+                  "--include", "landmarks68")
+    assert again.returncode == 0, again.stderr
+    assert f"+{len(expected)} already done" in again.stdout, again.stdout
+    other = batch(str(tmp_path / "images"), "--server", grpc_target, "--out", str(out),
+                  "--include", "mesh")
+    assert other.returncode == 2
+    assert "holds answers made with other options" in other.stderr, other.stderr
+    assert out.read_text() == written
