@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -66,38 +66,42 @@ class LiteRTModel:
     """A TFLite model run by LiteRT, called like an ONNX Runtime session: uint8 NHWC pixels in,
     the config's outputs out, any batch (items one at a time, as the model takes them).
 
-    An interpreter is not thread-safe: each calling thread gets its own. invoke() releases the
-    GIL, so two threads run two crops at once.
+    An interpreter is not thread-safe, and each holds its own buffers (12.5 MB for FaceMesh
+    V2): a fixed set of them is made at start-up, and a call takes one for its duration,
+    waiting if all are busy. Memory is then what the idle process shows, whatever the load.
+    invoke() releases the GIL, so two calls run two crops at once.
     """
 
-    def __init__(self, directory: Path, spec: ModelSpec) -> None:
-        self._model = (directory / LITERT_MODEL).read_bytes()
+    def __init__(self, directory: Path, spec: ModelSpec, interpreters: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        model = (directory / LITERT_MODEL).read_bytes()
         feed = json.loads((directory / LITERT_FEED).read_text())
         low, high = feed["input_range"]
         self._scale, self._offset = (high - low) / 255.0, low
         self._order: list[str] = feed["outputs"]
         self._dims = {o.name: o.dims for o in spec.outputs}
-        self._local = threading.local()
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # LiteRT prints one line to stderr the first time a process makes an interpreter
         # ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU."), which would break the
-        # gateway's one-JSON-object-per-line log. The first one is made here, at start-up,
-        # with stderr pointed away for that moment; later ones print nothing.
+        # gateway's one-JSON-object-per-line log: stderr points away while they are made, at
+        # start-up.
         with _stderr_discarded():
-            self._interpreter()
-
-    def _interpreter(self) -> Any:  # LiteRT's Interpreter, imported on first use
-        interpreter = getattr(self._local, "interpreter", None)
-        if interpreter is None:
-            from ai_edge_litert.interpreter import Interpreter
-
-            interpreter = Interpreter(model_content=self._model, num_threads=1)
-            interpreter.allocate_tensors()
-            self._local.interpreter = interpreter
-        return interpreter
+            for _ in range(interpreters):
+                interpreter = Interpreter(model_content=model, num_threads=1)
+                interpreter.allocate_tensors()
+                self._free.put(interpreter)
 
     def run(self, output_names: Sequence[str], inputs: dict[str, np.ndarray]
             ) -> list[np.ndarray]:
-        interpreter = self._interpreter()
+        interpreter = self._free.get()
+        try:
+            return self._run(interpreter, output_names, inputs)
+        finally:
+            self._free.put(interpreter)
+
+    def _run(self, interpreter: Any, output_names: Sequence[str],
+             inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         (images,) = inputs.values()
         (image_input,) = interpreter.get_input_details()
         outputs = interpreter.get_output_details()
@@ -126,7 +130,8 @@ class EmbeddedRuntime:
         for name in self.specs:
             directory = repository / name / "1"
             if name in litert_models and (directory / LITERT_MODEL).exists():
-                self._runners[name] = LiteRTModel(directory, self.specs[name]).run
+                self._runners[name] = LiteRTModel(directory, self.specs[name],
+                                                  PARALLEL_ITEMS).run
                 continue
             model_path = directory / "model.onnx"
             if not model_path.exists():
