@@ -13,7 +13,7 @@ import numpy as np
 from service.metrics import STAGE_SECONDS
 from service.pipeline.align import NUM_VERTICES
 from service.pipeline.blendshapes import add_blendshapes
-from service.pipeline.iris import irises_from_mesh, run_iris
+from service.pipeline.iris import face_irises
 from service.pipeline.presets import PRESETS
 from service.pipeline.records import Face, ImageRequest, ImageResult, ImageWork, Preset
 from service.pipeline.scale import rescale_boxes, rescale_camera, rescale_landmarks
@@ -62,16 +62,9 @@ def finish(runtime: InferenceRuntime, work: ImageWork, preset: Preset) -> ImageR
         result.faces.append(Face(box, float(score), float(face_presence), pose,
                                  face_landmarks, vertices, uncertainty))
     if request.options.iris and result.faces:
-        # V2 fits the irises with the face; V1's faces need the iris model.
-        with_irises = [f for f in result.faces if len(f.landmarks_px) > NUM_VERTICES]
-        without = [f for f in result.faces if len(f.landmarks_px) == NUM_VERTICES]
         with STAGE_SECONDS.labels("iris").time():
-            pairs = [*irises_from_mesh(np.stack([f.landmarks_px for f in with_irises])
-                                       if with_irises else np.zeros((0, 478, 3))),
-                     *run_iris(runtime, request.image,
-                               np.stack([f.landmarks_px for f in without])
-                               if without else np.zeros((0, NUM_VERTICES, 3)))]
-        for face, pair in zip([*with_irises, *without], pairs, strict=True):
+            pairs = face_irises(runtime, request.image, [f.landmarks_px for f in result.faces])
+        for face, pair in zip(result.faces, pairs, strict=True):
             face.iris = pair
     if request.options.blendshapes:
         add_blendshapes(runtime, result.faces)

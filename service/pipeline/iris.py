@@ -65,21 +65,28 @@ def run_iris(runtime: InferenceRuntime, image: np.ndarray, landmarks: np.ndarray
     points[faces:, :, 0] = size - points[faces:, :, 0]
     transforms = np.concatenate([crop_to_image_transforms(r, size) for r in regions])
     image_points = crop_points_to_image(points, transforms)[..., :2]
-    pairs = []
-    for right, left in zip(image_points[:faces], image_points[faces:], strict=True):
-        eyes = [Iris(p[0], p[1:], float(np.linalg.norm(p[1:] - p[0], axis=1).mean()))
-                for p in (right, left)]
-        pairs.append(IrisPair(*eyes))
-    return pairs
+    return [IrisPair(iris_from_points(right), iris_from_points(left))
+            for right, left in zip(image_points[:faces], image_points[faces:], strict=True)]
 
 
-def irises_from_mesh(landmarks: np.ndarray) -> list[IrisPair]:
-    """The irises FaceMesh V2 fitted with the face: no model call. landmarks: (N, 478, 2+)
-    image pixels, points 468-472 the subject's right iris (centre, then four on the edge),
-    473-477 its left."""
-    pairs = []
-    for face in landmarks[:, MESH_IRISES, :2]:
-        eyes = [Iris(p[0], p[1:], float(np.linalg.norm(p[1:] - p[0], axis=1).mean()))
-                for p in (face[:IRIS_POINTS], face[IRIS_POINTS:])]
-        pairs.append(IrisPair(*eyes))
-    return pairs
+def iris_from_points(points: np.ndarray) -> Iris:
+    """points: (5, 2+) the centre, then four points on the edge."""
+    points = points[:, :2]
+    return Iris(points[0], points[1:], float(np.linalg.norm(points[1:] - points[0],
+                                                             axis=1).mean()))
+
+
+def face_irises(runtime: InferenceRuntime, image: np.ndarray,
+                landmarks: list[np.ndarray]) -> list[IrisPair]:
+    """Each face's irises, in order: those FaceMesh V2 fitted with the face (478 landmarks,
+    points 468-472 the subject's right iris, 473-477 its left) as they are, no model call; the
+    others' (468) from the iris model, one call for all of them.
+
+    landmarks: per face (468 or 478, 2+) image pixels."""
+    fitted = [len(face) > MESH_IRISES.start for face in landmarks]
+    measured = iter(run_iris(runtime, image, np.stack(
+        [face for face, has in zip(landmarks, fitted, strict=True) if not has]))
+        if not all(fitted) else [])
+    return [IrisPair(iris_from_points(face[MESH_IRISES][:IRIS_POINTS]),
+                     iris_from_points(face[MESH_IRISES][IRIS_POINTS:]))
+            if has else next(measured) for face, has in zip(landmarks, fitted, strict=True)]

@@ -21,7 +21,7 @@ from service.metrics import STAGE_SECONDS
 from service.pipeline.align import NUM_VERTICES, Regions, regions_from_landmarks
 from service.pipeline.blendshapes import add_blendshapes
 from service.pipeline.detect import NUM_KEYPOINTS, box_iou
-from service.pipeline.iris import run_iris
+from service.pipeline.iris import face_irises
 from service.pipeline.presets import PRESETS
 from service.pipeline.records import (
     Face,
@@ -297,7 +297,7 @@ class Tracker:
         if options.iris and faces:
             # Irises come from this frame's pixels, unsmoothed: a filter would let them slide
             # off the eyes they are measured in.
-            pairs = run_iris(self.runtime, image, np.stack([t.landmarks_px for t in shown]))
+            pairs = face_irises(self.runtime, image, [t.landmarks_px for t in shown])
             for tracked, pair in zip(faces, pairs, strict=True):
                 tracked.face.iris = pair
         if options.blendshapes:
