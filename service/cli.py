@@ -113,6 +113,7 @@ def _batch(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     import json
 
+    from service.api.body import checked_boxes, parse_boxes_json
     from service.api.serialize import failed_image_dict
     from service.client import UNREADABLE_FILE
     from service.errors import FaceposeError
@@ -123,6 +124,8 @@ def _estimate(args: argparse.Namespace) -> int:
     paths = [Path(path) for path in args.paths]
     entries: list[dict[str, Any]] = []
     try:
+        boxes = (None if args.boxes is None
+                 else checked_boxes(parse_boxes_json(args.boxes), len(paths), sys.maxsize))
         with FacePose() as facepose:
             for index, path in enumerate(paths):
                 try:
@@ -131,7 +134,8 @@ def _estimate(args: argparse.Namespace) -> int:
                     entry = failed_image_dict(index, {"code": UNREADABLE_FILE,
                                                       "message": f"{path}: {exc.strerror}"})
                 else:
-                    (entry,) = facepose.estimate([data], **options)["images"]
+                    (entry,) = facepose.estimate(
+                        [data], None if boxes is None else [boxes[index]], **options)["images"]
                     entry["index"] = index
                     if args.render and entry["error"] is None:
                         out = (Path(args.render) if len(paths) == 1
@@ -208,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, field in RequestOptions.model_fields.items():
         estimate.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
                               help=field.description)
+    estimate.add_argument("--boxes", default=None,
+                          help="JSON, per path a list of [x1, y1, x2, y2] face boxes in pixels "
+                               "(or null: the detector), as /v1/faces's boxes")
     estimate.add_argument("--render", default=None,
                           help="also write the overlay: a file for one path, else a folder "
                                "of <name>.jpg")

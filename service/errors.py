@@ -15,10 +15,12 @@ what a transport sends (headers included); nothing else maps errors.
     ├── BodyTooLarge              body_too_large        413  RESOURCE_EXHAUSTED
     ├── TooManyImages             too_many_images       413  RESOURCE_EXHAUSTED
     ├── TooManyBoxes              too_many_boxes        413  RESOURCE_EXHAUSTED
+    ├── UriTooLong                uri_too_long          414  INVALID_ARGUMENT
     ├── UnsupportedImage          unsupported_image     415  INVALID_ARGUMENT
     ├── CorruptImage              corrupt_image         422  INVALID_ARGUMENT
     ├── BadOption                 bad_option            422  INVALID_ARGUMENT
     ├── Overloaded                overloaded            429  RESOURCE_EXHAUSTED
+    ├── HeadersTooLarge           headers_too_large     431  INVALID_ARGUMENT
     ├── BackendUnavailable        backend_unavailable   503  UNAVAILABLE
     │   └── ShuttingDown          shutting_down         503  UNAVAILABLE
     └── DeadlineExceeded          deadline_exceeded     504  DEADLINE_EXCEEDED
@@ -109,6 +111,14 @@ class TooManyBoxes(FaceposeError):
     grpc_code = "RESOURCE_EXHAUSTED"
 
 
+class UriTooLong(FaceposeError):
+    """A request line over the HTTP server's head limit (options belong in a JSON body)."""
+
+    code = "uri_too_long"
+    status = 414
+    grpc_code = "INVALID_ARGUMENT"
+
+
 class UnsupportedImage(FaceposeError):
     code = "unsupported_image"
     status = 415
@@ -131,6 +141,12 @@ class Overloaded(FaceposeError):
     code = "overloaded"
     status = 429
     grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class HeadersTooLarge(FaceposeError):
+    code = "headers_too_large"
+    status = 431
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class BackendUnavailable(FaceposeError):

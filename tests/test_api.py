@@ -275,3 +275,16 @@ def test_service_endpoints(client: httpx.Client) -> None:
                  "facepose_faces_per_image_bucket", "facepose_model_batch_size_bucket"):
         assert name in metrics
     assert client.get("/nowhere").json()["error"]["code"] == "not_found"
+
+
+def test_a_wrong_method_or_path_says_what_to_do(client: httpx.Client) -> None:
+    response = client.get("/v1/faces")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    error = response.json()["error"]
+    assert error["code"] == "method_not_allowed"
+    assert "send POST" in error["message"] and "/v1/faces" in error["message"]
+    missing = client.post("/v1/face")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert "/v1/face" in missing.json()["error"]["message"]

@@ -54,3 +54,27 @@ def test_rejects_pixel_bomb_from_header() -> None:
 def test_rejects_too_many_bytes() -> None:
     with pytest.raises(ImageTooLarge):
         decode_image(encode(astronaut(), ".png"), max_bytes=1000, max_pixels=10**9)
+
+
+@pytest.mark.parametrize(("extension", "keep", "words"), [
+    (".jpg", 200, "JPEG file ends after 200 bytes"),
+    (".jpg", 4, "JPEG file ends after 4 bytes"),
+    (".png", 30, "PNG file ends after 30 bytes"),
+    (".webp", 20, "WebP file ends after 20 bytes"),
+])
+def test_a_header_cut_short_is_said_so(extension: str, keep: int, words: str) -> None:
+    """The message names what is wrong with the file, not the exception that found it."""
+    with pytest.raises(CorruptImage) as refused:
+        decode_image(encode(astronaut(), extension)[:keep], **LIMITS)
+    assert words in refused.value.message and "cut short" in refused.value.message
+    assert "Error" not in refused.value.message
+
+
+@pytest.mark.parametrize("extension", [".jpg", ".png"])
+def test_a_damaged_header_is_said_so(extension: str) -> None:
+    data = encode(astronaut(), extension)
+    magic = 3 if extension == ".jpg" else 8
+    with pytest.raises(CorruptImage) as refused:
+        decode_image(data[:magic] + bytes(500), **LIMITS)
+    assert "header is damaged" in refused.value.message
+    assert "Error" not in refused.value.message

@@ -182,12 +182,13 @@ def test_format_negotiation() -> None:
     assert negotiate_format(None, "image/png;q=0") == "jpeg"
 
 
-def posed_face(yaw: float, pitch: float, width: int = 640, height: int = 480) -> ImageResult:
+def posed_face(yaw: float, pitch: float, width: int = 640, height: int = 480,
+               distance_mm: float = 500.0) -> ImageResult:
     """A frame with the canonical face posed by hand, as the pipeline would return it."""
     camera = default_camera(width, height, 40.0)
     face_model = load_canonical_face()
     rotation = rotation_from_euler_deg(pitch, yaw, 0.0)
-    translation = np.array([0.0, 0.0, 500.0])
+    translation = np.array([0.0, 0.0, distance_mm])
     vertices = face_model.vertices_mm @ rotation.T + translation
     pixels = vertices @ camera.matrix.T
     landmarks = np.column_stack([pixels[:, :2] / pixels[:, 2:], vertices[:, 2]])
@@ -255,3 +256,21 @@ def test_group_photo_panels_are_numbered_and_clear_of_each_other(client: httpx.C
     for i, rect in enumerate(rects):
         assert all(overlap(rect, other) == 0 for other in rects[i + 1:]), (i, rect)
         assert all(overlap(rect, box) == 0 for box in boxes), (i, rect)
+
+
+def test_a_small_face_in_a_large_photo_is_drawn_to_its_own_scale() -> None:
+    """A 72 px face in a 4000x3000 photo keeps as much of itself uncovered by its box, axes and
+    points as the same face in a 640x480 frame: the lines follow the face, not the photo."""
+    covered = []
+    for width, height in ((640, 480), (4000, 3000)):
+        focal = default_camera(width, height, 40.0).fx
+        result = posed_face(yaw=20, pitch=5, width=width, height=height,
+                            distance_mm=2.0 * focal)  # about 72 px wide in either
+        x1, y1, x2, y2 = np.round(result.faces[0].box).astype(int)
+        assert 60 < x2 - x1 < 90
+        drawn = render(np.zeros((height, width, 3), np.uint8), result,
+                       frozenset({"landmarks68"}))
+        covered.append(float(drawn[y1:y2, x1:x2].any(axis=2).mean()))
+    small_frame, large_photo = covered
+    assert large_photo < 1.25 * small_frame, covered
+    assert large_photo < 0.5, covered

@@ -228,3 +228,25 @@ def test_a_failed_upload_clears_the_previous_result(browser: webdriver.Chrome, p
     assert browser.find_elements(By.CSS_SELECTOR, "#poses tbody tr") == []
     assert not browser.find_element(By.ID, "overlay-figure").is_displayed()
     assert browser.find_element(By.ID, "json").text == ""
+
+
+def test_the_table_fits_and_a_refused_option_is_said(browser: webdriver.Chrome, photo: Path,
+                                                     server_url: str) -> None:
+    browser.set_window_size(1280, 1000)
+    browser.get(f"{server_url}/")
+    # Before any upload: the table's header is not clipped.
+    overflow = browser.execute_script(
+        "const wrap = document.querySelector('.table-wrap');"
+        "return wrap.scrollWidth - wrap.clientWidth;")
+    assert overflow <= 0, overflow
+    browser.find_element(By.CSS_SELECTOR, "#options summary").click()
+    browser.find_element(By.ID, "fx").send_keys("-5")
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    WebDriverWait(browser, 60).until(lambda d: "error" in (
+        d.find_element(By.ID, "status").get_attribute("class") or ""))
+    caption = browser.find_element(By.ID, "poses-caption").text
+    assert "fx" in caption and "could not be read" not in caption, caption
+    # The browser's own request for the icon finds one.
+    icon = browser.execute_script(
+        "return fetch('/favicon.ico').then(r => [r.status, r.headers.get('content-type')]);")
+    assert icon[0] == 200 and icon[1].startswith("image/"), icon

@@ -8,6 +8,12 @@ connection for as long as it likes, and with a cap on connections (``max_connect
 hundred such clients would lock everyone out. ``HeadDeadlineProtocol`` adds the deadline. It
 is the h11 protocol, not httptools: h11 bounds a head's size (``MAX_HEAD_BYTES``), which the
 httptools one does not, and the parsing it costs is small beside the work of a request.
+
+A head h11 refuses (too large, or not HTTP) is answered in the one JSON error shape (414 for a
+request line over the limit, 431 for headers, else 400) and the connection closed the way web
+servers close after an early answer: the sending side first, then what the client still sends
+read and dropped for ``LINGER_S``. Closed at once with unread data, the socket is reset, and
+the reset can reach the client before it has read the answer.
 """
 
 from __future__ import annotations
@@ -17,13 +23,30 @@ from functools import partial
 from typing import Any
 
 import h11
+import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from service.app.refusals import refusal_for
 from service.config import Settings
+from service.errors import BadRequestBody, FaceposeError, HeadersTooLarge, UriTooLong
 
 # A request line and headers larger than this are refused with 400: room for long bearer
 # tokens and cookies, not for a head used to fill the server's memory.
 MAX_HEAD_BYTES = 64 * 1024
+# How long the rest of a refused request is read and dropped before its connection closes.
+LINGER_S = 2.0
+
+
+def head_refusal(buffered: bytes) -> FaceposeError:
+    """Why h11 refused the head that begins ``buffered``."""
+    limit = f"{MAX_HEAD_BYTES // 1024} KiB"
+    if len(buffered) > MAX_HEAD_BYTES:
+        if b"\n" not in buffered[:MAX_HEAD_BYTES]:
+            return UriTooLong(f"the request line is over the {limit} this server reads: send "
+                              "long values such as boxes in a JSON body "
+                              '({"images": [{"data": ..., "boxes": [...]}]})')
+        return HeadersTooLarge(f"the request's headers are over the {limit} this server reads")
+    return BadRequestBody("malformed HTTP/1.1 request head")
 
 
 class HeadDeadlineProtocol(H11Protocol):
@@ -34,12 +57,15 @@ class HeadDeadlineProtocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self.head_timeout_s = head_timeout_s
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._start_head_deadline()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the rest of a refused request
         super().data_received(data)
         # Still IDLE on the client's side: the head has not all arrived.
         if self.conn.their_state is h11.IDLE:
@@ -60,6 +86,24 @@ class HeadDeadlineProtocol(H11Protocol):
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a head h11 refused: here the JSON error, and a lingering
+        close."""
+        buffered, _ = self.conn.trailing_data
+        refusal = refusal_for(head_refusal(buffered), retry_after_s=0)
+        self.logger.info("refused a request head: %s", refusal.reason)
+        body = orjson.dumps(refusal.body)
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                   (b"content-length", str(len(body)).encode())]
+        for event in (h11.Response(status_code=refusal.status, headers=headers),
+                      h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event) or b"")
+        self._stop_head_deadline()
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def _head_deadline_passed(self) -> None:
         self._head_deadline = None

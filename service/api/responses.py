@@ -75,8 +75,15 @@ def install_refusals(app: FastAPI, retry_after_s: int
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = ROUTING_CODES.get(exc.status_code, "http_error")
-        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
-                            status_code=exc.status_code)
+        message, headers = str(exc.detail), dict(exc.headers or {})
+        if exc.status_code == 405:
+            allowed = headers.get("Allow", headers.get("allow", ""))
+            message = (f"{request.method} is not what {request.url.path} answers: send "
+                       f"{' or '.join(m.strip() for m in allowed.split(','))} (see /docs)")
+        elif exc.status_code == 404:
+            message = f"no route {request.url.path}: the API is listed at /docs"
+        return JSONResponse({"error": {"code": code, "message": message}},
+                            status_code=exc.status_code, headers=headers)
 
     app.add_exception_handler(errors.FaceposeError, facepose_error)
     app.add_exception_handler(Exception, unexpected_error)

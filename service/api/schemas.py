@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from service.config import Quality
+from service.pipeline.records import DropReason
 
 Point2 = list[float]
 Point3 = list[float]
@@ -77,6 +78,9 @@ class VisibilityOut(BaseModel):
 
 class FaceOut(BaseModel):
     box: list[float] = Field(description="x1, y1, x2, y2 in image pixels.")
+    box_index: int | None = Field(
+        default=None, description="Which of the image's `boxes` the face was fitted in (0 "
+                                  "first); null for a face the detector found.")
     score: float = Field(description="Detector confidence; 1.0 for a box the client gave.")
     presence: float = Field(description="Face-mesh model's face-presence score.")
     pose: PoseOut
@@ -97,6 +101,15 @@ class FaceOut(BaseModel):
         "`noseSneerRight`).")
 
 
+class DroppedBoxOut(BaseModel):
+    box_index: int = Field(description="Which of the image's `boxes` (0 first).")
+    reason: DropReason = Field(
+        description="The option that dropped its face (`max_faces`: boxes past it are not "
+                    "fitted; `min_presence`: the face mesh sees no face there; "
+                    "`max_uncertainty_deg`), or `no_pose`: the fit gave no finite pose.")
+    message: str = Field(description="The same, for a person, with the values compared.")
+
+
 class ImageOut(BaseModel):
     index: int
     width: int | None = None
@@ -107,6 +120,9 @@ class ImageOut(BaseModel):
     min_face_px: int | None = Field(
         default=None, description="The smallest face searched for, pixels (a client's box: "
                                   "none searched for).")
+    dropped_boxes: list[DroppedBoxOut] = Field(
+        default_factory=list, description="The client's boxes whose face is not in `faces`, "
+                                          "and why; every box is in one or the other.")
     error: ErrorDetail | None = None
 
 

@@ -27,6 +27,7 @@ def camera_dict(camera: Camera) -> dict[str, Any]:
 def face_dict(face: FaceOutput) -> dict[str, Any]:
     out: dict[str, Any] = {
         "box": face.box.tolist(),
+        "box_index": face.box_index,
         "score": face.score,
         "presence": face.presence,
         "pose": {
@@ -59,7 +60,7 @@ def face_dict(face: FaceOutput) -> dict[str, Any]:
 def failed_image_dict(index: int, error: dict[str, str]) -> dict[str, Any]:
     """The entry of an image that failed: its ``error`` (code, message), nothing else."""
     return {"index": index, "width": None, "height": None, "camera": None, "faces": [],
-            "quality": None, "min_face_px": None, "error": error}
+            "quality": None, "min_face_px": None, "dropped_boxes": [], "error": error}
 
 
 def image_dict(outcome: ImageOutcome, include: frozenset[str]) -> dict[str, Any]:
@@ -74,6 +75,8 @@ def image_dict(outcome: ImageOutcome, include: frozenset[str]) -> dict[str, Any]
         "faces": [face_dict(face_output(face, include)) for face in outcome.result.faces],
         "quality": outcome.result.quality,
         "min_face_px": outcome.result.min_face_px,
+        "dropped_boxes": [{"box_index": d.box_index, "reason": d.reason.value,
+                           "message": d.message} for d in outcome.result.dropped_boxes],
         "error": None,
     }
 

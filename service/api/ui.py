@@ -15,13 +15,16 @@ from fastapi import APIRouter, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 
 STATIC_PACKAGE = "service.api.static"
-ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8",
+          "favicon.svg": "image/svg+xml"}
+# Browsers ask for /favicon.ico whatever a page links: the same icon, as SVG.
+FAVICON_PATH = "/favicon.ico"
 # Swagger UI's and ReDoc's bundles, as the fastapi-offline package ships them (MIT).
 DOCS_PACKAGE = "fastapi_offline.static"
 DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript; charset=utf-8",
                "swagger-ui.css": "text/css; charset=utf-8",
                "redoc.standalone.js": "text/javascript; charset=utf-8"}
-PUBLIC_PATHS = frozenset({"/", *(f"/ui/{name}" for name in ASSETS),
+PUBLIC_PATHS = frozenset({"/", FAVICON_PATH, *(f"/ui/{name}" for name in ASSETS),
                           *(f"/docs/assets/{name}" for name in DOCS_ASSETS)})
 NO_FAVICON = "data:,"  # FastAPI's default favicon is on its website
 # The page's own scripts and styles only; images are the user's own, as blobs and data URLs.
@@ -53,6 +56,13 @@ def ui_router() -> APIRouter:
 
     for name, media_type in ASSETS.items():
         asset_route(name, media_type)
+
+    @router.get(FAVICON_PATH)
+    async def favicon() -> Response:
+        return Response(static_file("favicon.svg"), media_type=ASSETS["favicon.svg"],
+                        headers={"Cache-Control": "max-age=86400",
+                                 "X-Content-Type-Options": "nosniff"})
+
     return router
 
 

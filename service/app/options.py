@@ -34,6 +34,9 @@ from service.pipeline.solve import Camera, default_camera
 
 # Pixel coordinates and focal lengths beyond this are no camera's: they only overflow the maths.
 MAX_PIXEL_COORDINATE = 1e6
+# The widest rectilinear lenses see about 65 degrees off axis at the image's corners (130
+# diagonal); past this an image's corner is no pinhole camera's.
+MAX_RAY_ANGLE_DEG = 70.0
 
 
 class Include(StrEnum):
@@ -134,19 +137,38 @@ class RequestOptions(BaseModel):
         return PRESETS[self.quality].min_face_asked(self.min_face_px)
 
     def camera_for(self, width: int, height: int, fov_deg: float) -> Camera:
-        """The request's intrinsics for an image of this size, the default ones filling in."""
-        fx, fy, cx, cy = self.fx, self.fy, self.cx, self.cy
+        """The request's intrinsics for an image of this size, the default ones filling in;
+        BadOption for intrinsics that cannot describe it."""
         fallback = default_camera(width, height, fov_deg)
-        if fx is None and fy is None:
-            if cx is None and cy is None:
-                return fallback
-            return Camera(fallback.fx, fallback.fy, cx or fallback.cx, cy or fallback.cy,
-                          "request")
-        fx = fx if fx is not None else fy
-        fy = fy if fy is not None else fx
-        assert fx is not None and fy is not None
-        return Camera(fx, fy, fallback.cx if cx is None else cx,
-                      fallback.cy if cy is None else cy, "request")
+        if self.fx is None and self.fy is None and self.cx is None and self.cy is None:
+            return fallback
+        fx = self.fx if self.fx is not None else self.fy
+        fy = self.fy if self.fy is not None else self.fx
+        camera = Camera(fallback.fx if fx is None else fx, fallback.fy if fy is None else fy,
+                        fallback.cx if self.cx is None else self.cx,
+                        fallback.cy if self.cy is None else self.cy, "request")
+        check_camera_sees(camera, width, height)
+        return camera
+
+
+def check_camera_sees(camera: Camera, width: int, height: int) -> None:
+    """BadOption unless every pixel of a ``width`` x ``height`` image lies within
+    MAX_RAY_ANGLE_DEG of ``camera``'s optical axis. A principal point outside the image is fine
+    (a crop of a larger photo keeps that photo's), but not one that puts the image where no
+    pinhole lens sees: there a pose is meaningless (cx=99999 gave pitch -175, 262 px RMSE)."""
+    corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], np.float64)
+    tangents = np.hypot((corners[:, 0] - camera.cx) / camera.fx,
+                        (corners[:, 1] - camera.cy) / camera.fy)
+    worst = int(np.argmax(tangents))
+    angle_deg = float(np.degrees(np.arctan(tangents[worst])))
+    if angle_deg > MAX_RAY_ANGLE_DEG:
+        x, y = corners[worst].astype(int)
+        raise BadOption(
+            f"fx={camera.fx:g}, fy={camera.fy:g}, cx={camera.cx:g}, cy={camera.cy:g} put the "
+            f"corner ({x}, {y}) of this {width}x{height} image {angle_deg:.1f} degrees off the "
+            f"optical axis; a pinhole camera sees at most {MAX_RAY_ANGLE_DEG:g}. cx and cy are "
+            f"pixels of the image sent (its centre is {width / 2:g}, {height / 2:g}), fx and "
+            "fy its focal lengths in pixels")
 
 
 def _with(field: FieldInfo, **overrides: Any) -> FieldInfo:
@@ -194,13 +216,13 @@ def validate_options(model: type[RequestOptions], data: dict[str, Any],
         raise BadOption(f"{prefix}{problems_of(exc.errors())}") from None
 
 
-def check_boxes(boxes: np.ndarray, index: int, limit: int) -> np.ndarray:
-    """(N, 4) client boxes of image ``index``, returned if valid; raises BadOption or
-    TooManyBoxes."""
+def check_boxes(boxes: np.ndarray, where: str, limit: int) -> np.ndarray:
+    """(N, 4) client boxes of one image (``where``: how errors name them, ``boxes[2]``),
+    returned if valid; raises BadOption or TooManyBoxes."""
     if len(boxes) > limit:
-        raise TooManyBoxes(f"boxes[{index}]: {len(boxes)} boxes; the limit is {limit}")
+        raise TooManyBoxes(f"{where}: {len(boxes)} boxes; the limit is {limit}")
     if (not np.isfinite(boxes).all() or (np.abs(boxes) > MAX_PIXEL_COORDINATE).any()
             or (boxes[:, 2:] <= boxes[:, :2]).any()):
-        raise BadOption(f"boxes[{index}]: every box needs x1 < x2 and y1 < y2, in pixels up to "
+        raise BadOption(f"{where}: every box needs x1 < x2 and y1 < y2, in pixels up to "
                         f"{MAX_PIXEL_COORDINATE:g}")
     return boxes

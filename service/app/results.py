@@ -48,6 +48,7 @@ class FaceOutput:
     visible68: np.ndarray | None = None  # (68,) bool
     iris: dict[str, IrisOutput] | None = None  # "right", "left": the subject's eyes
     blendshapes: np.ndarray | None = None  # (52,) scores in BLENDSHAPE_NAMES order
+    box_index: int | None = None  # the client's box it came from; None: the detector's
 
 
 def face_output(face: Face, include: frozenset[str]) -> FaceOutput:
@@ -86,4 +87,5 @@ def face_output(face: Face, include: frozenset[str]) -> FaceOutput:
         blendshapes=(np.round(face.blendshapes, SCORE_DECIMALS)
                      if Include.BLENDSHAPES in include and face.blendshapes is not None
                      else None),
+        box_index=face.box_index,
     )

@@ -177,7 +177,7 @@ class IrisPair(_message.Message):
     def __init__(self, right: _Optional[_Union[Iris, _Mapping]] = ..., left: _Optional[_Union[Iris, _Mapping]] = ...) -> None: ...
 
 class Face(_message.Message):
-    __slots__ = ("box", "score", "presence", "pose", "landmarks68", "landmarks", "mesh_vertices_mm", "iris", "visible", "visible68", "track_id", "blendshapes")
+    __slots__ = ("box", "score", "presence", "pose", "landmarks68", "landmarks", "mesh_vertices_mm", "iris", "visible", "visible68", "track_id", "blendshapes", "box_index")
     BOX_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +190,7 @@ class Face(_message.Message):
     VISIBLE68_FIELD_NUMBER: _ClassVar[int]
     TRACK_ID_FIELD_NUMBER: _ClassVar[int]
     BLENDSHAPES_FIELD_NUMBER: _ClassVar[int]
+    BOX_INDEX_FIELD_NUMBER: _ClassVar[int]
     box: _containers.RepeatedScalarFieldContainer[float]
     score: float
     presence: float
@@ -202,10 +203,21 @@ class Face(_message.Message):
     visible68: _containers.RepeatedScalarFieldContainer[bool]
     track_id: int
     blendshapes: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, box: _Optional[_Iterable[float]] = ..., score: _Optional[float] = ..., presence: _Optional[float] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., landmarks68: _Optional[_Iterable[float]] = ..., landmarks: _Optional[_Iterable[float]] = ..., mesh_vertices_mm: _Optional[_Iterable[float]] = ..., iris: _Optional[_Union[IrisPair, _Mapping]] = ..., visible: _Optional[_Iterable[bool]] = ..., visible68: _Optional[_Iterable[bool]] = ..., track_id: _Optional[int] = ..., blendshapes: _Optional[_Iterable[float]] = ...) -> None: ...
+    box_index: int
+    def __init__(self, box: _Optional[_Iterable[float]] = ..., score: _Optional[float] = ..., presence: _Optional[float] = ..., pose: _Optional[_Union[Pose, _Mapping]] = ..., landmarks68: _Optional[_Iterable[float]] = ..., landmarks: _Optional[_Iterable[float]] = ..., mesh_vertices_mm: _Optional[_Iterable[float]] = ..., iris: _Optional[_Union[IrisPair, _Mapping]] = ..., visible: _Optional[_Iterable[bool]] = ..., visible68: _Optional[_Iterable[bool]] = ..., track_id: _Optional[int] = ..., blendshapes: _Optional[_Iterable[float]] = ..., box_index: _Optional[int] = ...) -> None: ...
+
+class DroppedBox(_message.Message):
+    __slots__ = ("box_index", "reason", "message")
+    BOX_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    box_index: int
+    reason: str
+    message: str
+    def __init__(self, box_index: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ImageResult(_message.Message):
-    __slots__ = ("index", "width", "height", "camera", "faces", "error", "quality", "min_face_px")
+    __slots__ = ("index", "width", "height", "camera", "faces", "error", "quality", "min_face_px", "dropped_boxes")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -214,6 +226,7 @@ class ImageResult(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     MIN_FACE_PX_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_BOXES_FIELD_NUMBER: _ClassVar[int]
     index: int
     width: int
     height: int
@@ -222,7 +235,8 @@ class ImageResult(_message.Message):
     error: Error
     quality: str
     min_face_px: int
-    def __init__(self, index: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., camera: _Optional[_Union[Camera, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., quality: _Optional[str] = ..., min_face_px: _Optional[int] = ...) -> None: ...
+    dropped_boxes: _containers.RepeatedCompositeFieldContainer[DroppedBox]
+    def __init__(self, index: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., camera: _Optional[_Union[Camera, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., quality: _Optional[str] = ..., min_face_px: _Optional[int] = ..., dropped_boxes: _Optional[_Iterable[_Union[DroppedBox, _Mapping]]] = ...) -> None: ...
 
 class GetMeshTopologyRequest(_message.Message):
     __slots__ = ()

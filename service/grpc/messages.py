@@ -65,7 +65,7 @@ def boxes_from_proto(image: pb.Image, index: int, limit: int) -> np.ndarray | No
     if not image.use_boxes:
         return None
     boxes = np.array([[b.x1, b.y1, b.x2, b.y2] for b in image.boxes], np.float64)
-    return check_boxes(boxes.reshape(-1, 4), index, limit)
+    return check_boxes(boxes.reshape(-1, 4), f"images[{index}].boxes", limit)
 
 
 def _flat(array: np.ndarray) -> list[Any]:
@@ -83,6 +83,8 @@ def camera_message(camera: Camera) -> pb.Camera:
 
 def fill_face(message: pb.Face, face: FaceOutput) -> None:
     message.box.extend(_flat(face.box))
+    if face.box_index is not None:
+        message.box_index = face.box_index
     message.score, message.presence = face.score, face.presence
     pose = message.pose
     pose.euler_deg.CopyFrom(pb.Euler(pitch=face.pitch_deg, yaw=face.yaw_deg, roll=face.roll_deg))
@@ -120,6 +122,9 @@ def image_message(outcome: ImageOutcome, include: frozenset[str]) -> pb.ImageRes
     message.min_face_px = outcome.result.min_face_px or 0
     for face in outcome.result.faces:
         fill_face(message.faces.add(), face_output(face, include))
+    message.dropped_boxes.extend(
+        pb.DroppedBox(box_index=d.box_index, reason=d.reason.value, message=d.message)
+        for d in outcome.result.dropped_boxes)
     return message
 
 
@@ -151,14 +156,16 @@ def image_result_to_dict(result: pb.ImageResult) -> dict[str, Any]:
     """A gRPC ImageResult in the REST shape (what `facepose batch` writes per image)."""
     if result.HasField("error"):
         return {"index": result.index, "width": None, "height": None, "camera": None,
-                "faces": [], "quality": None, "min_face_px": None,
+                "faces": [], "quality": None, "min_face_px": None, "dropped_boxes": [],
                 "error": {"code": result.error.code, "message": result.error.message}}
     camera = result.camera
     faces = []
     for face in result.faces:
         pose = face.pose
         out: dict[str, Any] = {
-            "box": list(face.box), "score": face.score, "presence": face.presence,
+            "box": list(face.box),
+            "box_index": face.box_index if face.HasField("box_index") else None,
+            "score": face.score, "presence": face.presence,
             "pose": {
                 "euler_deg": {"pitch": pose.euler_deg.pitch, "yaw": pose.euler_deg.yaw,
                               "roll": pose.euler_deg.roll},
@@ -190,4 +197,6 @@ def image_result_to_dict(result: pb.ImageResult) -> dict[str, Any]:
             "camera": {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy,
                        "source": camera.source},
             "faces": faces, "quality": result.quality, "min_face_px": result.min_face_px,
+            "dropped_boxes": [{"box_index": d.box_index, "reason": d.reason,
+                               "message": d.message} for d in result.dropped_boxes],
             "error": None}

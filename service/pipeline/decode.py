@@ -49,7 +49,17 @@ def webp_size(data: bytes) -> tuple[int, int]:
     if kind == b"VP8L" and len(body) >= 5 and body[0] == 0x2F:
         bits = int.from_bytes(body[1:5], "little")
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    raise CorruptImage("unreadable WebP header")
+    raise unreadable_header("WEBP", data, cut_short=len(data) < 30)
+
+
+def unreadable_header(image_format: str, data: bytes, cut_short: bool) -> CorruptImage:
+    """The error for a header the image's size cannot be read from, said for a person."""
+    name = "WebP" if image_format == "WEBP" else image_format
+    if cut_short:
+        return CorruptImage(f"the {name} file ends after {len(data)} bytes, inside its header: "
+                            "it was cut short (an incomplete download or upload?)")
+    return CorruptImage(f"the {name} header is damaged: the image's size cannot be read from "
+                        f"it ({len(data)} bytes sent)")
 
 
 def read_size(data: bytes, image_format: str) -> tuple[int, int]:
@@ -68,7 +78,10 @@ def read_size(data: bytes, image_format: str) -> tuple[int, int]:
                 turned = (image_format == "JPEG"
                           and header.getexif().get(0x0112, 1) in (5, 6, 7, 8))
     except Exception as exc:
-        raise CorruptImage(f"unreadable image header: {type(exc).__name__}") from None
+        # Pillow says "Truncated File Read" where the data ends inside the header, and names
+        # no cause otherwise.
+        raise unreadable_header(image_format, data,
+                                cut_short="runcated" in str(exc) or len(data) < 64) from None
     return (height, width) if turned else (width, height)
 
 

@@ -2,7 +2,9 @@
 
 Drawing only; the geometry comes from the pipeline's results and ``visibility``. Everything is
 antialiased, and line widths and text scale with the image, so the overlay reads the same on a
-thumbnail and on a 24-megapixel photo. Images are RGB throughout, as the pipeline's are.
+thumbnail and on a 24-megapixel photo, but no further than each face has room for: a small face
+in a large photo is drawn to its own scale, not buried under its box. Images are RGB
+throughout, as the pipeline's are.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ HEAD_AXES_IN_MODEL = np.diag([1.0, -1.0, -1.0])
 # faces down to 0.4, larger ones up to the image's own size.
 TEXT_ROOM_PX = 110.0
 FONT_SCALE_AT_ROOM, MIN_FONT_SCALE = 0.7, 0.4
+# A face's box and axis lines are at most this many pixels per pixel of its side (2 px for a
+# 72 px face; the image's 12 px lines at 4000 px would cover a third of it).
+MAX_LINE_PER_FACE_PX = 1 / 36
 # Fixed-point bits for sub-pixel line positions (cv2's `shift`).
 SHIFT = 4
 
@@ -218,12 +223,13 @@ def place_panel(lines: tuple[str, ...], corners: list[tuple[float, float]], styl
     return Panel(lines, best[1], style)
 
 
-def text_style_for(style: Style, face_side_px: float) -> Style:
-    """The image's text style, no larger than a face of this size has room for beside it: in a
-    group photo a face's panels would otherwise cover its neighbours."""
+def face_style(style: Style, face_side_px: float) -> Style:
+    """The image's style, no larger than a face of this size has room for: its lines would
+    bury a small face, and in a group photo its panels would cover the neighbours."""
     wanted = max(MIN_FONT_SCALE, FONT_SCALE_AT_ROOM * face_side_px / TEXT_ROOM_PX)
     scale = min(1.0, wanted / style.font_scale)
-    return Style(style.line, style.font_scale * scale, max(1, round(style.font_line * scale)),
+    line = max(1, min(style.line, round(face_side_px * MAX_LINE_PER_FACE_PX)))
+    return Style(line, style.font_scale * scale, max(1, round(style.font_line * scale)),
                  max(2, round(style.gap * scale)))
 
 
@@ -249,7 +255,8 @@ def draw_face(image: np.ndarray, face: Face, camera: Camera, include: frozenset[
     visible = visible_vertices(face.vertices_mm, face_model.triangles)
     landmarks = face.landmarks_px[:NUM_VERTICES, :2]  # V2's iris points: drawn as the irises
     side = float(np.max(face.box[2:] - face.box[:2]))
-    # The mesh is as fine as the face: its lines follow the face's size, not the photo's.
+    style = face_style(style, side)
+    # The mesh is finer still than the box: a line per 300 px of face.
     mesh_line = max(1, min(style.line, round(side / 300)))
     drawn = include & DRAWABLE
     if "mesh" in drawn or not drawn - {"iris"}:
@@ -283,7 +290,7 @@ def face_panels(result: ImageResult, image_style: Style, width: int, height: int
     panels = []
     for number, (face, (x1, y1, x2, y2)) in enumerate(zip(result.faces, boxes, strict=True),
                                                        start=1):
-        style = text_style_for(image_style, float(max(x2 - x1, y2 - y1)))
+        style = face_style(image_style, float(max(x2 - x1, y2 - y1)))
         label = (f"#{number}  {face.score:.2f}",)
         _, label_height, _ = _block_size(label, style)
         gap = 2 * style.gap + style.line

@@ -15,7 +15,15 @@ from service.pipeline.align import NUM_VERTICES
 from service.pipeline.blendshapes import add_blendshapes
 from service.pipeline.iris import face_irises
 from service.pipeline.presets import PRESETS
-from service.pipeline.records import Face, ImageRequest, ImageResult, ImageWork, Preset
+from service.pipeline.records import (
+    DroppedBox,
+    DropReason,
+    Face,
+    ImageRequest,
+    ImageResult,
+    ImageWork,
+    Preset,
+)
 from service.pipeline.scale import rescale_boxes, rescale_camera, rescale_landmarks
 from service.pipeline.solve import load_canonical_face, mesh_in_camera_mm
 from service.pipeline.uncertainty import box_side_px, uncertainty_deg
@@ -36,31 +44,51 @@ def to_full_size(result: ImageResult, reduction: int) -> ImageResult:
 
 
 def finish(runtime: InferenceRuntime, work: ImageWork, preset: Preset) -> ImageResult:
-    """The faces a client gets: present, with a pose, their meshes in mm, irises if asked."""
+    """The faces a client gets: present, with a pose, their meshes in mm, irises if asked. A
+    client's box whose face is left out gets a ``DroppedBox`` saying why."""
     request, face_model = work.request, load_canonical_face()
+    options = request.options
     result = ImageResult(request.camera, quality=preset.name,
                          min_face_px=None if work.min_face_px is None
                          else round(work.min_face_px * request.reduction))
-    for box, score, face_landmarks, face_presence, pose in zip(
-            work.boxes, work.scores, work.landmarks, work.presence, work.poses, strict=True):
-        if face_presence < request.options.min_presence:
-            continue
-        if not np.isfinite(face_landmarks[NUM_VERTICES:]).all():
-            face_landmarks = face_landmarks[:NUM_VERTICES]  # V1 refound it: no V2 irises
-        uncertainty = uncertainty_deg(pose, float(face_presence), box_side_px(box), preset.name,
-                                      request.reduction)
-        limit = request.options.max_uncertainty_deg
-        if limit is not None and not uncertainty <= limit:
-            continue
-        vertices = mesh_in_camera_mm(face_landmarks, pose, face_model.vertices_mm,
-                                     request.camera)
-        if not all(np.isfinite(a).all() for a in (box, face_landmarks, vertices,
-                                                  pose.r_cam_from_model,
-                                                  pose.t_cam_from_model_mm)):
-            # A degenerate fit (noise the detector took for a face) has no pose to give.
-            continue
-        result.faces.append(Face(box, float(score), float(face_presence), pose,
-                                 face_landmarks, vertices, uncertainty))
+    given = request.boxes is not None
+    for index, (box, score, face_landmarks, face_presence, pose) in enumerate(zip(
+            work.boxes, work.scores, work.landmarks, work.presence, work.poses, strict=True)):
+        dropped = None
+        if face_presence < options.min_presence:
+            dropped = DroppedBox(index, DropReason.MIN_PRESENCE,
+                                 f"presence {face_presence:.3f} is under min_presence "
+                                 f"{options.min_presence:g}: the face mesh sees no face there")
+        else:
+            if not np.isfinite(face_landmarks[NUM_VERTICES:]).all():
+                face_landmarks = face_landmarks[:NUM_VERTICES]  # V1 refound it: no V2 irises
+            uncertainty = uncertainty_deg(pose, float(face_presence), box_side_px(box),
+                                          preset.name, request.reduction)
+            limit = options.max_uncertainty_deg
+            vertices = mesh_in_camera_mm(face_landmarks, pose, face_model.vertices_mm,
+                                         request.camera)
+            if limit is not None and not uncertainty <= limit:
+                dropped = DroppedBox(index, DropReason.MAX_UNCERTAINTY_DEG,
+                                     f"uncertainty {uncertainty:.2f} deg is over "
+                                     f"max_uncertainty_deg {limit:g}")
+            elif not all(np.isfinite(a).all() for a in (box, face_landmarks, vertices,
+                                                        pose.r_cam_from_model,
+                                                        pose.t_cam_from_model_mm)):
+                # A degenerate fit (noise the detector took for a face) has no pose to give.
+                dropped = DroppedBox(index, DropReason.NO_POSE,
+                                     "the face mesh fitted in this box gives no finite pose")
+        if dropped is None:
+            result.faces.append(Face(box, float(score), float(face_presence), pose,
+                                     face_landmarks, vertices, uncertainty,
+                                     box_index=index if given else None))
+        elif given:
+            result.dropped_boxes.append(dropped)
+    if given:
+        assert request.boxes is not None
+        result.dropped_boxes.extend(
+            DroppedBox(index, DropReason.MAX_FACES,
+                       f"only max_faces={options.max_faces} boxes an image are fitted")
+            for index in range(len(work), len(request.boxes)))
     if request.options.iris and result.faces:
         with STAGE_SECONDS.labels("iris").time():
             pairs = face_irises(runtime, request.image, [f.landmarks_px for f in result.faces])

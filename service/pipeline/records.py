@@ -153,6 +153,25 @@ class Face:
     uncertainty_deg: float  # the pose's expected mean absolute error (pipeline/uncertainty.py)
     iris: IrisPair | None = None
     blendshapes: np.ndarray | None = None  # (52,) in BLENDSHAPE_NAMES order
+    box_index: int | None = None  # the client's box it was fitted in; None: the detector's
+
+
+class DropReason(StrEnum):
+    """Why a client's box has no face in the answer: the option that dropped it, or no pose."""
+
+    MAX_FACES = "max_faces"
+    MIN_PRESENCE = "min_presence"
+    MAX_UNCERTAINTY_DEG = "max_uncertainty_deg"
+    NO_POSE = "no_pose"
+
+
+@dataclass(frozen=True)
+class DroppedBox:
+    """A client's box whose face is not returned, and why, for a person."""
+
+    box_index: int
+    reason: DropReason
+    message: str
 
 
 @dataclass
@@ -161,3 +180,4 @@ class ImageResult:
     faces: list[Face] = field(default_factory=list)
     quality: str | None = None  # the preset that ran
     min_face_px: int | None = None  # the smallest face searched for, full-size pixels
+    dropped_boxes: list[DroppedBox] = field(default_factory=list)  # client boxes, in order

@@ -53,14 +53,23 @@
   // The service's error shape: {"error": {"code", "message"}}.
   async function failure(response) {
     let detail = `${response.status} ${response.statusText}`;
+    let code = "";
     try {
       const body = await response.json();
-      if (body && body.error) detail = `${body.error.message} (${body.error.code})`;
+      if (body && body.error) {
+        detail = `${body.error.message} (${body.error.code})`;
+        code = body.error.code;
+      }
     } catch (_) { /* not JSON: keep the status line */ }
     const error = new Error(detail);
     error.status = response.status;
+    error.code = code;
     return error;
   }
+
+  // The codes that say the photo itself is the problem; any other refusal (an option, the
+  // key, the service's load) is said as the service said it.
+  const IMAGE_ERRORS = ["empty_image", "unsupported_image", "corrupt_image", "image_too_large"];
 
   async function post(path, params, blob) {
     const response = await fetch(`${path}?${params}`, { method: "POST", headers: headers(blob), body: blob });
@@ -171,7 +180,9 @@
       overlay.alt = "";
       overlayFigure.hidden = true;
       posesBody.replaceChildren();
-      posesCaption.textContent = "No faces: this photo could not be read";
+      posesCaption.textContent = IMAGE_ERRORS.includes(error.code)
+        ? `No faces: this photo could not be read: ${error.message}`
+        : `No result: ${error.message || String(error)}`;
       json.textContent = "";
       say(error.message || String(error), true);
       if (error.status === 401) {
