@@ -5,6 +5,8 @@ Names follow Prometheus conventions: `facepose_` prefix, base units, `_total` co
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 from service import __version__
@@ -12,9 +14,49 @@ from service import __version__
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
+
+
+class Outcome(StrEnum):
+    """How a request ended, in words every transport shares: ``facepose_requests_total``'s
+    ``outcome`` adds up across REST, gRPC and WebSocket. Each transport's own status (HTTP
+    status, gRPC code, close code) is in a metric of its own."""
+
+    OK = "ok"
+    CLIENT_ERROR = "client_error"  # refused for what it carried: fix the request, not retry
+    OVERLOADED = "overloaded"  # shed: retry later (429, Retry-After)
+    TIMEOUT = "timeout"  # a deadline passed: the body's, the client's or the server's
+    UNAVAILABLE = "unavailable"  # not ready, the inference server down, or shutting down
+    SERVER_ERROR = "server_error"  # a fault of ours
+    CANCELLED = "cancelled"  # the client went away first
+
+
+def outcome_of_status(status: int) -> Outcome:
+    """The outcome an HTTP status (or a refusal's ``status``, on any transport) says."""
+    if status < 400:
+        return Outcome.OK
+    return {408: Outcome.TIMEOUT, 429: Outcome.OVERLOADED, 503: Outcome.UNAVAILABLE,
+            504: Outcome.TIMEOUT}.get(
+        status, Outcome.CLIENT_ERROR if status < 500 else Outcome.SERVER_ERROR)
+
+
 REQUESTS = Counter(
-    "facepose_requests_total", "Requests answered, by route, transport and status code.",
-    ["route", "transport", "code"],
+    "facepose_requests_total",
+    "Requests answered, by route, transport (http, grpc, websocket) and outcome: ok, "
+    "client_error, overloaded, timeout, unavailable, server_error or cancelled.",
+    ["route", "transport", "outcome"],
+)
+HTTP_RESPONSES = Counter(
+    "facepose_http_responses_total", "HTTP responses, by route and status.", ["route", "status"],
+)
+GRPC_CALLS = Counter(
+    "facepose_grpc_calls_total", "gRPC calls finished, by method and status code name.",
+    ["method", "code"],
+)
+WEBSOCKET_CLOSES = Counter(
+    "facepose_websocket_closes_total",
+    "WebSocket streams ended, by close code (1000 normal, 1008 a protocol or option error, "
+    "1011 a fault of ours, 1013 overloaded, 4401 unauthorized, 4408 idle; 1005 and 1006 the "
+    "client left without a code or a close).", ["code"],
 )
 REQUEST_SECONDS = Histogram(
     "facepose_request_duration_seconds", "Request latency, end to end.", ["route", "transport"],
@@ -23,10 +65,13 @@ REQUEST_SECONDS = Histogram(
 REQUESTS_IN_FLIGHT = Gauge(
     "facepose_requests_in_flight", "Requests being handled now.", ["transport"],
 )
+# The stages ``facepose_stage_duration_seconds`` times, in a request's order (queue: waiting
+# for the batcher; smooth: a stream's filters; render: an overlay's drawing and encoding).
+STAGES = ("queue", "decode", "detect", "crop", "mesh", "solve", "mirror", "iris", "blendshapes",
+          "smooth", "serialize", "render")
 STAGE_SECONDS = Histogram(
     "facepose_stage_duration_seconds",
-    "Time per pipeline stage and call: decode, detect, crop, mesh, solve, mirror, iris, "
-    "blendshapes, serialize, and queue (waiting for the batcher).",
+    f"Time per pipeline stage and call: {', '.join(STAGES)}.",
     ["stage"], buckets=_LATENCY_BUCKETS,
 )
 QUEUE_DEPTH = Gauge(

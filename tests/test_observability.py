@@ -60,6 +60,57 @@ def test_real_metrics_pass_promtool(client: httpx.Client) -> None:
         assert f'stage="{stage}"' in scrape, stage
 
 
+def counts(scrape: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of counter ``name``: sorted label pairs to value."""
+    return {tuple(sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(scrape)
+            for sample in family.samples if sample.name == name}
+
+
+def test_each_transport_is_counted_in_labels_that_add_up(client: httpx.Client,
+                                                         server_url: str,
+                                                         grpc_target: str) -> None:
+    """One outcome vocabulary across REST, gRPC and WebSocket, each transport's own status in a
+    metric of its own; /openapi.json counted under its route."""
+    import grpc
+    import websocket
+
+    from service.client import GrpcClient
+    from service.metrics import Outcome
+
+    client.get("/openapi.json")
+    client.post("/v1/faces", content=encode(astronaut()), headers=JPEG, params={"fx": -1})
+    with GrpcClient(grpc_target) as rpc, pytest.raises(grpc.RpcError):
+        rpc.estimate([encode(astronaut())], min_score=3.0)
+    ws = websocket.create_connection(server_url.replace("http://", "ws://") + "/v1/stream",
+                                     timeout=30)
+    ws.close()
+    deadline = time.monotonic() + 10
+    while True:
+        scrape = client.get("/metrics").text
+        requests = counts(scrape, "facepose_requests_total")
+        if any(dict(k)["transport"] == "websocket" for k in requests):
+            break
+        assert time.monotonic() < deadline, requests
+        time.sleep(0.2)
+    labels = [dict(k) for k in requests]
+    assert {"route", "transport", "outcome"} == set(labels[0])
+    assert {label["outcome"] for label in labels} <= {o.value for o in Outcome}
+    assert requests[(("outcome", "ok"), ("route", "/openapi.json"), ("transport", "http"))] >= 1
+    assert requests[(("outcome", "client_error"), ("route", "/v1/faces"),
+                     ("transport", "http"))] >= 1
+    assert requests[(("outcome", "client_error"), ("route", "/facepose.v1.FacePose/Estimate"),
+                     ("transport", "grpc"))] >= 1
+    assert any(label["transport"] == "websocket" and label["outcome"] == "ok"
+               for label in labels)
+    http = counts(scrape, "facepose_http_responses_total")
+    assert http[(("route", "/v1/faces"), ("status", "422"))] >= 1
+    calls = counts(scrape, "facepose_grpc_calls_total")
+    assert calls[(("code", "INVALID_ARGUMENT"), ("method", "/facepose.v1.FacePose/Estimate"))] >= 1
+    closes = counts(scrape, "facepose_websocket_closes_total")
+    assert any(dict(k)["code"] in ("1000", "1005") for k in closes), closes
+
+
 def test_dashboard_and_alerts_use_real_metric_names(client: httpx.Client) -> None:
     scrape = client.get("/metrics").text
     # Declared families count too: a labelled counter has no sample before its first event.
@@ -96,7 +147,7 @@ def test_prometheus_scrapes_the_gateway(server_url: str, tmp_path: Path) -> None
             httpx.post(f"{server_url}/v1/faces", content=encode(astronaut()), headers=JPEG,
                        timeout=30)
         deadline = time.monotonic() + 30
-        query = 'sum(facepose_requests_total{route="/v1/faces",code="200"})'
+        query = 'sum(facepose_requests_total{route="/v1/faces",outcome="ok"})'
         while True:
             reply = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
                               params={"query": query}).json()

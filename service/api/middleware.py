@@ -17,7 +17,29 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.app.auth import check_key, presented_key
 from service.errors import Unauthorized
 from service.logs import log_request, request_id_from
-from service.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT
+from service.metrics import (
+    HTTP_RESPONSES,
+    REQUEST_SECONDS,
+    REQUESTS,
+    REQUESTS_IN_FLIGHT,
+    outcome_of_status,
+)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template ("unmatched" for none), so that paths carrying ids
+    cannot blow up a metric's label set. FastAPI's routes put themselves in the scope;
+    Starlette's plain ones (/openapi.json) only their endpoint, found here among the router's
+    routes."""
+    route = scope.get("route")
+    if route is not None:
+        return str(route.path)
+    endpoint, router = scope.get("endpoint"), scope.get("router")
+    if endpoint is not None and router is not None:
+        for candidate in router.routes:
+            if getattr(candidate, "endpoint", None) is endpoint:
+                return str(candidate.path)
+    return "unmatched"
 
 
 class ObserveRequests:
@@ -47,12 +69,10 @@ class ObserveRequests:
                 await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            # The router put the matched route into the scope: label by its template, so that
-            # paths carrying ids cannot blow up the metric's label set.
-            route = scope.get("route")
-            path = route.path if route is not None else "unmatched"
+            path = route_template(scope)
             REQUEST_SECONDS.labels(path, "http").observe(seconds)
-            REQUESTS.labels(path, "http", str(status)).inc()
+            REQUESTS.labels(path, "http", outcome_of_status(status)).inc()
+            HTTP_RESPONSES.labels(path, str(status)).inc()
             log_request(request_id, "http", scope["method"], path, str(status), seconds)
 
 

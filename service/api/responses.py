@@ -18,7 +18,9 @@ from service.app.options import problems_of
 from service.app.refusals import Refusal, refusal_for
 
 # Statuses the router itself answers, with their codes.
-ROUTING_CODES = {404: "not_found", 405: "method_not_allowed"}
+ROUTING_CODES = {error.status: error.code for error in (errors.NotFound, errors.MethodNotAllowed)}
+# Errors no request route answers: a stream's idle close, and the router's own.
+NOT_ROUTE_ERRORS = (errors.StreamIdle, errors.NotFound, errors.MethodNotAllowed)
 
 
 class JSONResponse(StarletteJSONResponse):
@@ -32,16 +34,11 @@ def refusal_response(refusal: Refusal) -> JSONResponse:
     return JSONResponse(refusal.body, status_code=refusal.status, headers=refusal.headers)
 
 
-def _error_types(base: type[errors.FaceposeError]) -> list[type[errors.FaceposeError]]:
-    return [base, *(t for sub in base.__subclasses__() for t in _error_types(sub))]
-
-
 def error_responses() -> dict[int | str, dict[str, Any]]:
     """Each error status a request route can answer, with the codes it can carry."""
     codes: dict[int, set[str]] = {}
-    for error_type in _error_types(errors.FaceposeError):
-        # A stream's idle timeout closes a WebSocket, it never answers a request.
-        if error_type is not errors.StreamIdle:
+    for error_type in errors.error_types():
+        if error_type not in NOT_ROUTE_ERRORS:
             codes.setdefault(error_type.status, set()).add(error_type.code)
     return {status: {"model": schemas.ErrorResponse,
                      "description": "`error.code` is one of: "

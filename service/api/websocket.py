@@ -52,7 +52,13 @@ from service.errors import (
     StreamIdle,
 )
 from service.logs import LOGGER, log_request, request_id_from
-from service.metrics import REQUESTS
+from service.metrics import (
+    HTTP_RESPONSES,
+    REQUESTS,
+    WEBSOCKET_CLOSES,
+    Outcome,
+    outcome_of_status,
+)
 
 ROUTE = "/v1/stream"
 # Close codes: 1000 the stream ended (after `end`), 1008 protocol misuse or a bad config,
@@ -61,6 +67,10 @@ ROUTE = "/v1/stream"
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_IDLE = 1000, 1008, 1011, 4408
 # Refusals before the handshake completes, where the server cannot send an HTTP response.
 CLOSE_FOR_STATUS = {401: 4401, 429: 1013}
+# The close codes this server ends a stream with, as outcomes; any other is the client's own
+# close (1006: it left without one).
+CLOSE_OUTCOMES = {CLOSE_POLICY: Outcome.CLIENT_ERROR, CLOSE_INTERNAL: Outcome.SERVER_ERROR,
+                  CLOSE_IDLE: Outcome.TIMEOUT, 1006: Outcome.CANCELLED}
 # Close reasons are limited to 123 bytes by the protocol.
 MAX_REASON_BYTES = 123
 MAX_HEADER_BYTES = 64 * 1024
@@ -292,7 +302,7 @@ def stream_router(core: Core) -> APIRouter:
     async def stream(websocket: WebSocket) -> None:
         request_id = request_id_from(websocket.headers.get("x-request-id"))
         started = time.perf_counter()
-        status = "refused"
+        status, outcome = "refused", Outcome.SERVER_ERROR
         try:
             check_key(core.api_keys, presented_key(websocket.headers.get("authorization"),
                                           websocket.headers.get("x-api-key")))
@@ -300,12 +310,16 @@ def stream_router(core: Core) -> APIRouter:
                 raise BackendUnavailable("the inference server is not ready")
             with core.streams.hold("websocket"):
                 await websocket.accept(headers=[(b"x-request-id", request_id.encode())])
-                status = str(await serve(websocket))
+                close_code = await serve(websocket)
+            status, outcome = str(close_code), CLOSE_OUTCOMES.get(close_code, Outcome.OK)
+            WEBSOCKET_CLOSES.labels(status).inc()
         except FaceposeError as exc:
-            status = str(exc.status)
+            # The upgrade refused with an HTTP status, as /v1/faces would answer.
+            status, outcome = str(exc.status), outcome_of_status(exc.status)
+            HTTP_RESPONSES.labels(ROUTE, status).inc()
             await refuse(websocket, exc, settings.retry_after_s)
         finally:
-            REQUESTS.labels(ROUTE, "websocket", status).inc()
+            REQUESTS.labels(ROUTE, "websocket", outcome).inc()
             log_request(request_id, "websocket", "GET", ROUTE, status,
                         time.perf_counter() - started)
 

@@ -38,7 +38,15 @@ from service.grpc.messages import (
 )
 from service.grpc.track_stream import track_frames
 from service.logs import LOGGER, log_request, request_id_from
-from service.metrics import REQUEST_SECONDS, REQUESTS, REQUESTS_IN_FLIGHT, STAGE_SECONDS
+from service.metrics import (
+    GRPC_CALLS,
+    REQUEST_SECONDS,
+    REQUESTS,
+    REQUESTS_IN_FLIGHT,
+    STAGE_SECONDS,
+    Outcome,
+    outcome_of_status,
+)
 from service.pipeline.blendshapes import BLENDSHAPE_NAMES
 from service.pipeline.solve import load_canonical_face
 
@@ -50,6 +58,23 @@ STREAM_ENDING = (BackendUnavailable, Overloaded, DeadlineExceeded)
 @dataclass
 class ObservedCall:
     code: grpc.StatusCode = grpc.StatusCode.OK
+    refused_status: int | None = None  # the HTTP status of the refusal that ended it, if one
+
+    @property
+    def outcome(self) -> Outcome:
+        """As a refusal's status says (RESOURCE_EXHAUSTED is both "overloaded" and "too
+        large"), else as the code does."""
+        if self.refused_status is not None:
+            return outcome_of_status(self.refused_status)
+        return GRPC_OUTCOMES.get(self.code, Outcome.CLIENT_ERROR)
+
+
+# gRPC codes not from a refusal (the framework's own, or a fault), as outcomes.
+GRPC_OUTCOMES = {grpc.StatusCode.OK: Outcome.OK, grpc.StatusCode.CANCELLED: Outcome.CANCELLED,
+                 grpc.StatusCode.DEADLINE_EXCEEDED: Outcome.TIMEOUT,
+                 grpc.StatusCode.UNAVAILABLE: Outcome.UNAVAILABLE,
+                 grpc.StatusCode.UNKNOWN: Outcome.SERVER_ERROR,
+                 grpc.StatusCode.INTERNAL: Outcome.SERVER_ERROR}
 
 
 @contextmanager
@@ -73,7 +98,8 @@ def observed_call(context: grpc.aio.ServicerContext, method: str) -> Iterator[Ob
     finally:
         seconds = time.perf_counter() - started
         REQUEST_SECONDS.labels(route, "grpc").observe(seconds)
-        REQUESTS.labels(route, "grpc", call.code.name).inc()
+        REQUESTS.labels(route, "grpc", call.outcome).inc()
+        GRPC_CALLS.labels(route, call.code.name).inc()
         log_request(request_id, "grpc", "POST", route, call.code.name, seconds)
 
 
@@ -93,7 +119,7 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
     async def refuse(self, context: grpc.aio.ServicerContext, call: ObservedCall,
                      error: FaceposeError) -> None:
         refusal = refusal_for(error, self.core.settings.retry_after_s)
-        call.code = grpc.StatusCode[refusal.grpc_code]
+        call.code, call.refused_status = grpc.StatusCode[refusal.grpc_code], refusal.status
         await context.abort(call.code, refusal.reason)
 
     async def _estimate(self, images: list[pb.Image], options: pb.Options,
