@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eval_aflw2000 import match_face, tight_box
+from eval_data import DEV_LARGE, require_labelled_set
 from peer_poses import peer_faces
 
 from service.app.images import EncodedImages, decode_request_images
@@ -46,7 +47,6 @@ from service.pipeline.solve import euler_pitch_yaw_roll_deg, load_canonical_face
 from service.runtime import create_runtime
 from service.runtime.base import InferenceRuntime
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "aflw2000-dev-large"
 MESHES = (MESH_V1, MESH_V2)
 
 
@@ -171,13 +171,14 @@ def band_maes(faces: list[Labelled], euler: dict[str, np.ndarray]) -> list[float
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("directory", type=Path, nargs="?", default=DEFAULT_DIR)
+    parser.add_argument("directory", type=Path, nargs="?", default=DEV_LARGE)
     parser.add_argument("--limit", type=int, help="only the first N labelled faces")
     parser.add_argument("--boxes", action="store_true", help="also the boxes-mode MAE")
     parser.add_argument("--only", help="only the configurations whose label contains one of "
                                            "these comma-separated words")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    require_labelled_set("ablate", args.directory)
 
     faces = labelled_faces(args.directory, args.limit)
     peer: dict[str, np.ndarray] = {}

@@ -38,7 +38,10 @@ import httpx
 import numpy as np
 from skimage import data
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eval_data import DEV_LARGE, missing_data_message
 
 from service.client import GrpcClient
 from service.config import get_settings
@@ -52,7 +55,6 @@ PEER_REQUIREMENT = "mediapipe==0.10.21"
 PEER_SCRIPTS = {"landmarker": REPO / "scripts" / "peer_landmarker.py",
                 "legacy": REPO / "scripts" / "peer_mediapipe.py"}
 PEER_LABELS = {"landmarker": "peer (FaceLandmarker)", "legacy": "legacy (face_mesh V1)"}
-PHOTOS = REPO.parent / "shared" / "data" / "aflw2000-dev-large"
 QUALITIES = ("fast", "balanced", "accurate")
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -327,11 +329,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench.json")
     parser.add_argument("--no-triton", action="store_true")
     parser.add_argument("--no-peer", action="store_true")
-    parser.add_argument("--photos", type=Path, default=PHOTOS)
+    parser.add_argument("--photos", type=Path, default=DEV_LARGE)
     parser.add_argument("--photo-count", type=int, default=200)
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
-    photo_files = photo_paths(args.photos, args.photo_count) if args.photos.is_dir() else []
+    missing = missing_data_message("bench", args.photos, labels=False)
+    if missing is not None:
+        # The synthetic rows still run; the photo rows, which the targets compare, cannot.
+        print(f"{missing}\nWithout it the rows on AFLW photos, and the targets' ratios, are left "
+              "out.", file=sys.stderr)
+    photo_files = [] if missing else photo_paths(args.photos, args.photo_count)
     photos = [path.read_bytes() for path in photo_files]
     with tempfile.TemporaryDirectory() as scratch:
         paths = make_images(Path(scratch))

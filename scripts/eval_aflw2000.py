@@ -23,7 +23,10 @@ from typing import Any
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eval_data import require_labelled_set
 
 from service.config import Quality
 
@@ -128,6 +131,7 @@ def main() -> int:
     parser.add_argument("--quality", choices=[q.value for q in Quality],
                         help="the preset (default: the server's)")
     args = parser.parse_args()
+    require_labelled_set("eval_aflw2000", args.directory)
     with service_client(args.url) as client:
         results = [evaluate(client, args.directory, mode, args.quality)
                    for mode in ("detect", "boxes")]

@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eval_aflw2000 import box_iou
+from eval_data import DEV_LARGE, require_labelled_set
 from peer_poses import peer_faces
 
 from service.local import FacePose
 from service.pipeline.blendshapes import BLENDSHAPE_NAMES
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "aflw2000-dev-large"
 # A coefficient varies where the peer's scores spread this much over the faces compared.
 VARIES_STD = 0.05
 SAME_FACE_IOU = 0.5
@@ -59,10 +59,11 @@ def paired_scores(directory: Path, limit: int | None, quality: str
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("directory", type=Path, nargs="?", default=DEFAULT_DIR)
+    parser.add_argument("directory", type=Path, nargs="?", default=DEV_LARGE)
     parser.add_argument("--limit", type=int)
     parser.add_argument("--quality", default="balanced")
     args = parser.parse_args()
+    require_labelled_set("eval_blendshapes", args.directory)
     ours, theirs = paired_scores(args.directory, args.limit, args.quality)
     print(f"{len(ours)} faces with scores from both")
     print(f"mean |facepose - FaceLandmarker| over all 52 scores: "

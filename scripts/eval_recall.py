@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eval_aflw2000 import service_client, tight_box
+from eval_data import DEV_LARGE, require_labelled_set
 
 from service.pipeline.detect import box_iou
 from tests.images import GROUP_PHOTO_FACES, group_photo
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "aflw2000-dev-large"
 CANVASES = ((1920, 1080), (3000, 2000), (4032, 3024), (6000, 1000), (8000, 600))
 SIZES = (48, 64, 96, 128, 192)
 MATCH_IOU = 0.3
@@ -161,12 +161,13 @@ def score(found: list[dict[str, Any]], truth: np.ndarray) -> tuple[int, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("directory", type=Path, nargs="?", default=DEFAULT_DIR)
+    parser.add_argument("directory", type=Path, nargs="?", default=DEV_LARGE)
     parser.add_argument("--url", help="a running facepose, e.g. http://127.0.0.1:8080")
     parser.add_argument("--quality", choices=["fast", "balanced", "accurate"])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    require_labelled_set("eval_recall", args.directory)
     rng = np.random.default_rng(args.seed)
     heads = labelled_heads(args.directory, 200)
     tiles = thumbnails(args.directory)

@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.eval_aflw2000 import match_face, tight_box
+from scripts.eval_data import require_labelled_set
 from service.pipeline import uncertainty
 
 YAW_BANDS = ((0, 30), (30, 60), (60, 99))
@@ -315,6 +316,7 @@ def main() -> int:
     fitting.add_argument("--plot", type=Path, help="write the calibration plot here")
     args = parser.parse_args()
     if args.command == "collect":
+        require_labelled_set("fit_pose_calibration collect", args.directory)
         collect(args.directory, args.out, args.quality, args.mode)
     else:
         fit(args.paths, args.plot)

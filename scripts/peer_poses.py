@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import PEER_SCRIPTS, REPO, run_peer
 from eval_aflw2000 import YAW_BANDS, match_face, tight_box
+from eval_data import require_labelled_set
 
 from service.pipeline.solve import euler_pitch_yaw_roll_deg
 
@@ -140,6 +141,7 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=Path)
     args = parser.parse_args()
+    require_labelled_set("peer_poses", args.directory)
     results = {peer: evaluate(args.directory, peer_faces(args.directory, peer))
                for peer in PEERS}
     bands = [f"{low}-{high}" for low, high in YAW_BANDS]
