@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -46,7 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     # handler in place that is a no-op, so a drained SIGTERM exits 0 as orchestrators expect.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    server = DrainingServer(config, app)
+    server = DrainingServer(config, app, settings.drain_s)
     server.run()
     # A start that failed (a port taken, models missing) is logged by uvicorn; say so in the
     # exit status too, as uvicorn.run does.
@@ -54,16 +55,35 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 class DrainingServer(uvicorn.Server):
-    """On SIGTERM or SIGINT, readiness fails at once; uvicorn then stops accepting, lets the
-    requests in flight finish (up to FACEPOSE_SHUTDOWN_GRACE_S) and exits."""
+    """On SIGTERM, as a proxy drains: readiness fails at once, and for FACEPOSE_DRAIN_S every
+    request is still answered, each response saying Connection: close, so that clients take
+    their next request to a new connection, which the load balancer sends elsewhere. Then the
+    listeners close (gRPC: GOAWAY), so do idle connections, and the requests in flight finish
+    within FACEPOSE_SHUTDOWN_GRACE_S; a request that still arrives gets 503 shutting_down.
+    SIGINT (a person at a terminal), or a second signal, skips the window."""
 
-    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+    def __init__(self, config: uvicorn.Config, app: Any, drain_s: float) -> None:
         super().__init__(config)
         self.app = app
+        self.drain_s = drain_s
+        self.drain_ends_at: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.app.state.core.draining = True
+        core = self.app.state.core
+        core.draining = True
+        if sig == signal.SIGTERM and self.drain_ends_at is None and self.drain_s > 0:
+            self.drain_ends_at = time.monotonic() + self.drain_s
+            return
         super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        # Here, not in the signal handler: the event loop's own code starts the servers' stop.
+        if (self.drain_ends_at is not None and not self.should_exit
+                and time.monotonic() >= self.drain_ends_at):
+            self.should_exit = True
+        if self.should_exit:
+            self.app.state.core.begin_stopping()
+        return await super().on_tick(counter)
 
 
 def _triton(args: argparse.Namespace) -> int:

@@ -44,7 +44,12 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
     batch_workers: int = Field(default=2, ge=1)
     retry_after_s: int = 5
-    # On SIGTERM: how long requests in flight may take to finish before the process exits.
+    # On SIGTERM: for this long the gateway is not ready but answers everything, each response
+    # saying Connection: close, while load balancers stop sending; longer than
+    # keep_alive_timeout_s, so that no connection idle since before the signal is left to close
+    # under a request. Then it stops listening (gRPC: GOAWAY).
+    drain_s: float = Field(default=6.0, ge=0)
+    # After the drain: how long requests in flight may take to finish before the process exits.
     shutdown_grace_s: float = Field(default=20.0, ge=0)
     ort_intra_op_threads: int = Field(default=1, ge=0)
     # Embedded runtime: items of a batch run this many at a time. One: on the CPU a batch's

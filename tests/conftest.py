@@ -20,6 +20,8 @@ SERVER_ENV = {
     "FACEPOSE_MAX_BODY_BYTES": str(8_000_000),
     "FACEPOSE_MAX_IMAGE_BYTES": str(3_000_000),
     "FACEPOSE_MAX_IMAGES_PER_REQUEST": "8",
+    # Test gateways stop at once on SIGTERM; tests/test_drain.py drains one.
+    "FACEPOSE_DRAIN_S": "0",
 }
 
 

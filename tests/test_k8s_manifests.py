@@ -385,7 +385,8 @@ def test_environment_uses_real_settings_and_fits_the_shutdown_budget(path: str) 
     assert variables["FACEPOSE_HOST"] == "0.0.0.0"
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     budget = pod_spec(deployment)["terminationGracePeriodSeconds"]
-    assert pre_stop + float(variables["FACEPOSE_SHUTDOWN_GRACE_S"]) < budget
+    drain_s = float(variables.get("FACEPOSE_DRAIN_S", Settings.model_fields["drain_s"].default))
+    assert pre_stop + drain_s + float(variables["FACEPOSE_SHUTDOWN_GRACE_S"]) < budget
 
 
 # --- the two variants -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.app.auth import check_key, presented_key
-from service.errors import Unauthorized
+from service.errors import ShuttingDown, Unauthorized
 from service.logs import log_request, request_id_from
 from service.metrics import (
     HTTP_RESPONSES,
@@ -74,6 +74,37 @@ class ObserveRequests:
             REQUESTS.labels(path, "http", outcome_of_status(status)).inc()
             HTTP_RESPONSES.labels(path, str(status)).inc()
             log_request(request_id, "http", scope["method"], path, str(status), seconds)
+
+
+class DrainConnections:
+    """While the gateway drains (``draining()``), every response says Connection: close, so
+    that a client takes its next request to a new connection, which the load balancer sends
+    elsewhere, instead of one the server is about to close; once the drain is over
+    (``stopping()``), a request that still arrives is answered 503 shutting_down, not dropped."""
+
+    def __init__(self, app: ASGIApp, draining: Callable[[], bool], stopping: Callable[[], bool],
+                 refusal: Callable[[ShuttingDown], Response]) -> None:
+        self.app = app
+        self.draining = draining
+        self.stopping = stopping
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.draining():
+            await self.app(scope, receive, send)
+            return
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["Connection"] = "close"
+            await send(message)
+
+        if self.stopping():
+            refused = self.refusal(ShuttingDown("the service is shutting down: send again, to "
+                                                "another replica"))
+            await refused(scope, receive, send_closing)
+            return
+        await self.app(scope, receive, send_closing)
 
 
 class RequireApiKey:

@@ -20,7 +20,7 @@ from service import __version__
 from service.api import schemas
 from service.api.body import image_request_body, read_images
 from service.api.info import info_router
-from service.api.middleware import ObserveRequests, RequireApiKey
+from service.api.middleware import DrainConnections, ObserveRequests, RequireApiKey
 from service.api.render import render_router
 from service.api.responses import ERROR_RESPONSES, JSONResponse, install_refusals
 from service.api.serialize import images_dict
@@ -73,6 +73,8 @@ def create_app(core: Core) -> FastAPI:
     # The last added runs first: every request is observed, refused ones included.
     app.add_middleware(RequireApiKey, keys=core.api_keys, open_paths=open_paths,
                        refusal=refusal)
+    app.add_middleware(DrainConnections, draining=lambda: core.draining,
+                       stopping=lambda: core.stopping, refusal=refusal)
     app.add_middleware(ObserveRequests)
 
     faces_query = create_model("FacesQuery", __base__=core.options_model, boxes=BOXES_FIELD)

@@ -65,11 +65,16 @@ class Core:
         self.streams = StreamSlots(settings.stream_max_streams)
         self.memory = MemoryBudget(MB * inflight_budget_mb(settings.max_inflight_mb,
                                                            container_memory_limit_mb()))
-        # Set on SIGTERM: readiness fails at once so that load balancers stop sending.
+        # Set on SIGTERM: readiness fails at once so that load balancers stop sending, and each
+        # response says Connection: close.
         self.draining = False
+        # Set once the drain window is over: a request that still arrives is refused with
+        # shutting_down (the listeners are closing; requests in flight finish).
+        self.stopping = False
         # Set on shutdown: open streams end with shutting_down instead of holding the process.
         self.closing = asyncio.Event()
         self._servers: list[Server] = []
+        self._servers_stopped: asyncio.Future[None] | None = None
         self._runtime: InferenceRuntime | None = None
         self._batcher: RequestBatcher | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -92,7 +97,7 @@ class Core:
     async def start(self, runtime: InferenceRuntime | None = None) -> None:
         """runtime: one made elsewhere (tests); by default the one the settings name."""
         settings = self.settings
-        self.draining = False
+        self.draining = self.stopping = False
         self.closing = asyncio.Event()
         self._runtime = runtime or create_runtime(settings)
         load_canonical_face()
@@ -106,19 +111,32 @@ class Core:
             await server.start()
         self._watch = asyncio.create_task(self._watch_readiness())
 
+    def begin_stopping(self) -> None:
+        """The drain is over: requests that still arrive are refused, and the other
+        transports' servers stop now (gRPC: GOAWAY, its calls in flight finish), beside the HTTP
+        server's own wait for its requests."""
+        self.draining = self.stopping = True
+        if self._servers_stopped is None:
+            self._servers_stopped = asyncio.ensure_future(self._stop_servers())
+
+    async def _stop_servers(self) -> None:
+        for server in self._servers:
+            await server.stop(grace_s=self.settings.shutdown_grace_s)
+
     async def stop(self) -> None:
         self.closing.set()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        for server in self._servers:
-            await server.stop(grace_s=self.settings.shutdown_grace_s)
+        self.begin_stopping()
+        assert self._servers_stopped is not None
+        await self._servers_stopped
         if self._batcher is not None:
             await self._batcher.stop()
         if self._runtime is not None:
             self._runtime.close()
-        self._runtime = self._batcher = self._watch = None
+        self._runtime = self._batcher = self._watch = self._servers_stopped = None
 
     async def runtime_ready(self) -> bool:
         return await asyncio.to_thread(self.runtime.is_ready)
