@@ -71,7 +71,8 @@ class Core:
         # Set once the drain window is over: a request that still arrives is refused with
         # shutting_down (the listeners are closing; requests in flight finish).
         self.stopping = False
-        # Set on shutdown: open streams end with shutting_down instead of holding the process.
+        # Set when the drain is over: open streams end with shutting_down instead of holding
+        # the process.
         self.closing = asyncio.Event()
         self._servers: list[Server] = []
         self._servers_stopped: asyncio.Future[None] | None = None
@@ -116,6 +117,7 @@ class Core:
         transports' servers stop now (gRPC: GOAWAY, its calls in flight finish), beside the HTTP
         server's own wait for its requests."""
         self.draining = self.stopping = True
+        self.closing.set()
         if self._servers_stopped is None:
             self._servers_stopped = asyncio.ensure_future(self._stop_servers())
 
@@ -124,7 +126,6 @@ class Core:
             await server.stop(grace_s=self.settings.shutdown_grace_s)
 
     async def stop(self) -> None:
-        self.closing.set()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
