@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -96,7 +97,8 @@ class HeadDeadlineProtocol(H11Protocol):
         body = orjson.dumps(refusal.body)
         headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
                    (b"content-length", str(len(body)).encode())]
-        for event in (h11.Response(status_code=refusal.status, headers=headers),
+        reason = HTTPStatus(refusal.status).phrase.encode()
+        for event in (h11.Response(status_code=refusal.status, headers=headers, reason=reason),
                       h11.Data(data=body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event) or b"")
         self._stop_head_deadline()
