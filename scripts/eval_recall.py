@@ -1,7 +1,12 @@
-"""Recall by face size in large canvases: labelled AFLW2000-3D faces, and a real group photo,
-pasted at known sizes and places into photo-sized canvases, sent to the service, and matched.
+"""Recall by face size: labelled AFLW2000-3D faces, and a real group photo, pasted at known
+sizes and places into canvases, sent to the service, and matched.
 
-    python scripts/eval_recall.py [DIR] [--quality Q] [--url URL] [--sizes 48 64 ...]
+    python scripts/eval_recall.py [DIR] [--quality Q] [--url URL] [--tables everyday large]
+
+Two sets of canvases: everyday images (640x480 to 1280x720: webcam frames, web photos, video
+frames), each face size pasted into enough canvases for EVERYDAY_FACES faces a size, then the
+group photo scaled to 640 px wide and canvases with no face; and large photos (1920x1080 to
+8000x600), as below.
 
 DIR is like ../shared/data/aflw2000-dev-large (images/, labels.npz). Each canvas is a mosaic of
 the set's photos as thumbnails (a background with texture, and no face large enough to be
@@ -40,6 +45,11 @@ from tests.images import GROUP_PHOTO_FACES, group_photo
 
 CANVASES = ((1920, 1080), (3000, 2000), (4032, 3024), (6000, 1000), (8000, 600))
 SIZES = (48, 64, 96, 128, 192)
+EVERYDAY_CANVASES = ((640, 480), (800, 600), (1024, 768), (1280, 720))
+EVERYDAY_SIZES = (40, 48, 64, 96)
+EVERYDAY_FACES = 64  # per face size, over the everyday canvases
+GROUP_WIDTH_PX = 640  # the group photo as a phone or a web page shows it
+EMPTY_CANVASES = 5  # of each everyday size and 1920x1080: only false faces can come back
 MATCH_IOU = 0.3
 FACES_PER_CANVAS = 24
 
@@ -158,13 +168,67 @@ def score(found: list[dict[str, Any]], truth: np.ndarray) -> tuple[int, int]:
     return matched, false
 
 
+def everyday_table(faces_in: Any, heads_canvas: Any, tiles: np.ndarray, group: np.ndarray,
+                   rng: np.random.Generator) -> None:
+    """Recall per face size over the everyday canvases, the group photo at 640 px wide, and
+    the false faces of canvases with no face."""
+    print("\neveryday images: AFLW2000-3D faces, recall per canvas (faces found/pasted)")
+    print(f"{'canvas':<11}" + "".join(f"{size:>8}px" for size in EVERYDAY_SIZES)
+          + f"{'false':>7}{'ms/image':>10}")
+    per_canvas = -(-EVERYDAY_FACES // len(EVERYDAY_CANVASES))
+    totals = {size: [0, 0] for size in EVERYDAY_SIZES}
+    for width, height in EVERYDAY_CANVASES:
+        cells, false_faces, seconds, sent = [], 0, 0.0, 0
+        for size in EVERYDAY_SIZES:
+            matched_here = pasted_here = 0
+            while pasted_here < per_canvas:
+                canvas = heads_canvas(width, height, size)
+                if canvas is None or not len(canvas.boxes):
+                    break
+                faces, took = faces_in(canvas.jpeg)
+                seconds, sent = seconds + took, sent + 1
+                matched, false = score(faces, canvas.boxes)
+                matched_here, pasted_here = matched_here + matched, pasted_here + len(canvas.boxes)
+                false_faces += false
+            totals[size][0] += matched_here
+            totals[size][1] += pasted_here
+            cells.append(f"{matched_here:>4}/{pasted_here:<5}")
+        ms = seconds / max(1, sent) * 1000
+        print(f"{f'{width}x{height}':<11}" + "".join(cells) + f"{false_faces:>7}{ms:>10.0f}")
+    print(f"{'recall':<11}" + "".join(f"{m / max(1, n):>10.0%}" for m, n in totals.values()))
+    scale = GROUP_WIDTH_PX / group.shape[1]
+    small = cv2.resize(group, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    faces, took = faces_in(encode_jpeg(small))
+    matched, false = score(faces, GROUP_PHOTO_FACES * scale)
+    smallest = float(np.min(np.max(GROUP_PHOTO_FACES[:, 2:] - GROUP_PHOTO_FACES[:, :2],
+                                   axis=1))) * scale
+    print(f"group photo at {small.shape[1]}x{small.shape[0]} (smallest face {smallest:.0f} px): "
+          f"{matched}/{len(GROUP_PHOTO_FACES)} faces, {false} false, {took * 1000:.0f} ms")
+    # With no face, the time is the search's own: decode, detectors, tiles.
+    false_faces, sent, costs = 0, 0, []
+    for width, height in (*EVERYDAY_CANVASES, (1920, 1080)):
+        took = []
+        for _ in range(EMPTY_CANVASES):
+            faces, seconds = faces_in(encode_jpeg(background(tiles, width, height, rng)))
+            false_faces, sent = false_faces + len(faces), sent + 1
+            took.append(seconds)
+        ms = 1000 * float(np.median(took))
+        costs.append(f"{width}x{height} {ms:.0f} ms ({ms / (width * height / 1e6):.0f}/MP)")
+    print(f"canvases with no face: {false_faces} false faces in {sent}; median time: "
+          + ", ".join(costs))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=Path, nargs="?", default=DEV_LARGE)
     parser.add_argument("--url", help="a running facepose, e.g. http://127.0.0.1:8080")
     parser.add_argument("--quality", choices=["fast", "balanced", "accurate"])
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES),
+                        help="the large canvases' face sizes")
+    parser.add_argument("--tables", nargs="+", choices=["everyday", "large"],
+                        default=["everyday", "large"])
+    parser.add_argument("--min-face-px", type=int, help="sent as min_face_px")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     require_labelled_set("eval_recall", args.directory)
@@ -172,7 +236,8 @@ def main() -> int:
     heads = labelled_heads(args.directory, 200)
     tiles = thumbnails(args.directory)
     params: dict[str, Any] = {"max_faces": 32, **({"quality": args.quality}
-                                                  if args.quality else {})}
+                                                  if args.quality else {}),
+                              **({"min_face_px": args.min_face_px} if args.min_face_px else {})}
     client_context: AbstractContextManager[httpx.Client] = service_client(args.url)
     group_jpeg = group_photo()
     group = cv2.cvtColor(cv2.imdecode(np.frombuffer(group_jpeg, np.uint8), cv2.IMREAD_COLOR),
@@ -193,6 +258,10 @@ def main() -> int:
             response.raise_for_status()
             return response.json()["images"][0]["faces"], seconds
 
+        if "everyday" in args.tables:
+            everyday_table(faces_in, heads_canvas, tiles, group, rng)
+        if "large" not in args.tables:
+            return 0
         for title, make in (("AFLW2000-3D faces", heads_canvas),
                             ("group photo (insightface t1.jpg)", group_canvas)):
             print(f"\n{title}")

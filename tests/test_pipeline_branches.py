@@ -83,7 +83,8 @@ def test_a_frontal_face_takes_one_call_per_detector_and_one_mesh_pass(
     (result,) = estimate_faces(counting, [astronaut_request()])
     assert len(result.faces) == 1
     assert counting.mesh_batches() == [1]
-    # The whole 512 px image shows faces of 64 px and up, as small as accurate looks: no tiles.
+    # The whole 512 px image shows faces of 64 px and up, and her 94 px face makes it a
+    # portrait: no tiles for the 48 px accurate looks for, and the entry says 64 was searched.
     assert sorted(name for name, _ in counting.calls if name not in MESHES) == [
         "face_detector_full", "face_detector_short"]
     assert result.min_face_px == 64
@@ -151,14 +152,14 @@ def test_one_pass_presets_take_one_detector_and_one_mesh_pass(runtime: Inference
 
 def test_the_full_range_detector_runs_where_no_face_is_large(runtime: InferenceRuntime) -> None:
     # The face is a tenth of a 1024 canvas: smaller faces may be there too. The whole image
-    # shows faces of 128 px and up; tiles the ones down to 64, in the same short-range call.
+    # shows faces of 128 px and up; tiles the ones down to 48, in the same short-range call.
     counting = CountingRuntime(runtime)
     (result,) = estimate_faces(counting, [astronaut_request(quality=Quality.BALANCED,
                                                             canvas=1024)])
     assert detector_calls(counting) == ["face_detector_full", "face_detector_short"]
     assert counting.batches("face_detector_short") == [1 + len(
-        [corner for _, corners in tile_levels(1024, 1024, 128, 64) for corner in corners])]
-    assert len(result.faces) == 1 and result.min_face_px == 64
+        [corner for _, corners in tile_levels(1024, 1024, 128, 48) for corner in corners])]
+    assert len(result.faces) == 1 and result.min_face_px == 48
 
 
 def test_tiles_follow_the_area_and_stop_where_the_whole_image_sees() -> None:

@@ -64,7 +64,7 @@ def test_faces_of_80_px_in_a_6_megapixel_photo_are_found_in_tiles(
     # One pass over the whole photo sees faces of 375 px and up: none of these.
     assert len(results["fast"].faces) <= 2 and results["fast"].min_face_px == 375
     faces = results["balanced"].faces
-    assert results["balanced"].min_face_px == 64
+    assert results["balanced"].min_face_px == 48
     inside = [any(box_iou(face.box, placed[k:k + 1])[0] > 0 for face in faces)
               for k in range(len(placed))]
     assert np.mean(inside) >= 0.9
@@ -114,7 +114,7 @@ def test_a_real_group_photo_has_its_six_faces_found(runtime: InferenceRuntime,
 
 
 def test_the_group_photo_small_in_a_12_megapixel_photo(runtime: InferenceRuntime) -> None:
-    # Four copies of it, shrunk so that its smallest face is 64 px (the default's smallest), on
+    # Four copies of it, shrunk so that its smallest face is 64 px, on
     # a 4032x3024 grey canvas: one pass over the whole would see faces of 250 px and up.
     photo = cv2.cvtColor(cv2.imdecode(np.frombuffer(group_photo(), np.uint8),
                                       cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -126,6 +126,6 @@ def test_the_group_photo_small_in_a_12_megapixel_photo(runtime: InferenceRuntime
         canvas[y:y + small.shape[0], x:x + small.shape[1]] = small
         truth.append(GROUP_PHOTO_FACES * scale + [x, y, x, y])
     result = estimate(runtime, encode(canvas, quality=90), max_faces=32)
-    assert result.min_face_px == 64
+    assert result.min_face_px == 48
     found, false = matched(result.faces, np.concatenate(truth))
     assert found >= 0.75 * 24 and false == 0

@@ -1,8 +1,13 @@
 """The presets a client picks with ``quality``: which stages run, with which parameters.
 
-Both ``balanced`` and ``accurate`` search large images in tiles for faces down to 64 px; 48 px
-found 89% of pasted 48 px faces against 62%, but on the large dev set's 450 px photos it
-tiled every image and returned 7 more false faces (22 against 15).
+Both ``balanced`` and ``accurate`` search for faces down to 48 px, in tiles where a pass over
+the whole image does not see them; in an image of 768 px or less only where that pass found no
+portrait (one sure, large face; ``stages.face_search``). On scripts/eval_recall.py's
+canvases of 640x480 to 1280x720, 48 px faces went from 50% to 84% found and 64 px from 75% to
+94%, with no false faces added.
+On the large dev set the false faces went from 13 to 12, with its photos' p50 unchanged (the
+search runs on 7% of them). Searching 48 px in every 450 px photo, tried before, returned 7
+more false faces there (22 against 15).
 
 What each stage costs and buys is measured by ``scripts/ablate.py`` (``make ablate``) on the
 large AFLW2000-3D dev set; the README's table is its output. ``accurate`` is the full pipeline.
@@ -27,10 +32,10 @@ from service.pipeline.stages import fit, locate, mirror, search_lost, sharpen, s
 # bought 0.14 more in the 30-60 band. ``accurate`` has no second mesh pass: with V2 it bought
 # 0.05 degree on those faces, cost 0.06 in boxes mode and 9 ms an image.
 ACCURATE = Preset(Quality.ACCURATE.value,
-                  (locate, sharpen, fit, search_lost, solve, mirror), min_face_px=64,
+                  (locate, sharpen, fit, search_lost, solve, mirror), min_face_px=48,
                   mesh_model=MESH_V2, search_model=MESH_V1)
 BALANCED = Preset(Quality.BALANCED.value, (locate, sharpen, fit, search_lost, solve, mirror),
-                  full_range=FullRange.WHERE_NO_LARGE_FACE, min_face_px=64,
+                  full_range=FullRange.WHERE_NO_LARGE_FACE, min_face_px=48,
                   mesh_model=MESH_V2, search_model=MESH_V1,
                   mirror_from=MirrorFrom.LANDMARKS, mirror_above_yaw_deg=55.0)
 FAST = Preset(Quality.FAST.value, (locate, sharpen, fit, solve),
