@@ -145,9 +145,9 @@ def test_a_sure_face_keeps_what_it_holds_and_neighbours_stay() -> None:
 def test_one_sure_face_is_a_portrait_and_two_are_a_group() -> None:
     from service.pipeline.stages import is_portrait
 
-    request, search = request_of(640, 480), FaceSearch(80.0, 48, portrait_px=92.0)
-    assert is_portrait(detections((320, 240, 98, 0.9)), request, search)
-    assert not is_portrait(detections((320, 240, 98, 0.6)), request, search)  # unsure
-    assert not is_portrait(detections((320, 240, 70, 0.9)), request, search)  # small
-    assert not is_portrait(detections((200, 240, 98, 0.9), (450, 240, 60, 0.8)), request,
+    search = FaceSearch(80.0, 48, portrait_px=92.0)
+    assert is_portrait(detections((320, 240, 98, 0.9)), search)
+    assert not is_portrait(detections((320, 240, 98, 0.6)), search)  # unsure
+    assert not is_portrait(detections((320, 240, 70, 0.9)), search)  # small
+    assert not is_portrait(detections((200, 240, 98, 0.9), (450, 240, 60, 0.8)),
                            search)  # a group

@@ -19,7 +19,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from service.app.admission import Held
-from service.app.images import EncodedImages, check_image_count
+from service.app.images import EncodedImages
 from service.app.options import check_boxes
 from service.config import Settings
 from service.errors import (
@@ -177,7 +177,6 @@ async def read_json_images(request: Request, settings: Settings, held: Held
                        and set(item) <= {"data", "boxes"}
                        and isinstance(item["data"], str) for item in images)):
         raise BadRequestBody(f"a JSON body is {JSON_SHAPE}")
-    check_image_count(settings, len(images))
     data = [base64_image(item["data"], index) for index, item in enumerate(images)]
     if sum(map(len, data)) > settings.max_body_bytes:
         raise BodyTooLarge(f"the images exceed {settings.max_body_bytes} bytes")
@@ -205,7 +204,6 @@ async def read_images(request: Request, settings: Settings, boxes_json: str | No
         raise UnsupportedImage(f"unsupported Content-Type {content_type!r}: send image/jpeg, "
                                "image/png, image/webp, multipart/form-data with parts "
                                f"'images', or application/json {JSON_SHAPE}")
-    check_image_count(settings, len(data))
     if one_image and len(data) != 1:
         raise OneImageOnly(f"/v1/render draws one image and this request has {len(data)}: "
                            "send one part named 'images' (or use /v1/faces for several)")

@@ -32,7 +32,7 @@ def info_router(core: Core) -> APIRouter:
     async def models() -> Response:
         return JSONResponse({
             "runtime": settings.runtime,
-            "ready": await core.runtime_ready(),
+            "ready": core.backend_ready(),
             "models": [{
                 "name": spec.name,
                 "max_batch_size": spec.max_batch_size,

@@ -306,7 +306,7 @@ def stream_router(core: Core) -> APIRouter:
         try:
             check_key(core.api_keys, presented_key(websocket.headers.get("authorization"),
                                           websocket.headers.get("x-api-key")))
-            if not await core.runtime_ready():
+            if not core.backend_ready():
                 raise BackendUnavailable("the inference server is not ready")
             with core.streams.hold("websocket"):
                 await websocket.accept(headers=[(b"x-request-id", request_id.encode())])

@@ -107,6 +107,8 @@ class Core:
                                        settings.batch_max_wait_ms / 1000, settings.batch_workers,
                                        in_service=lambda: self.gate.admitted)
         describe_build(settings.runtime, model_hashes(settings.model_repository))
+        # The first readiness check may wait for the servers; every later one answers at once.
+        await asyncio.to_thread(self._runtime.is_ready)
         self._batcher.start()
         for server in self._servers:
             await server.start()
@@ -139,12 +141,14 @@ class Core:
             self._runtime.close()
         self._runtime = self._batcher = self._watch = self._servers_stopped = None
 
-    async def runtime_ready(self) -> bool:
-        return await asyncio.to_thread(self.runtime.is_ready)
+    def backend_ready(self) -> bool:
+        """Whether the inference runtime is ready, at once: a runtime's ``is_ready`` answers
+        from what it last learnt after its first call, which ``start`` makes."""
+        return self.runtime.is_ready()
 
     async def is_ready(self) -> bool:
         """Ready: not draining for shutdown, and the inference runtime ready."""
-        ready = not self.draining and await self.runtime_ready()
+        ready = not self.draining and self.backend_ready()
         BACKEND_READY.set(int(ready))
         return ready
 

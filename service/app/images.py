@@ -49,51 +49,70 @@ def check_image_count(settings: Settings, count: int) -> None:
         raise TooManyImages(f"{count} images; the limit is {settings.max_images_per_request}")
 
 
-def decode_plan(settings: Settings, images: EncodedImages, index: int, options: RequestOptions,
-                reduce: bool = True) -> tuple[str, int, int, int]:
-    """(format, full width, full height, reduction) of image ``index``, read from its header;
-    raises the image's error."""
-    image_format, full_width, full_height = check_image(
-        images.data[index], settings.max_image_bytes, settings.max_image_pixels)
-    if not reduce:
-        return image_format, full_width, full_height, 1
-    # Never so reduced that the smallest face searched for is lost in the pixels (a client's
-    # boxes search for none).
-    given = images.boxes is not None and images.boxes[index] is not None
-    reduction = min(reduction_for(image_format, full_width, full_height,
-                                  settings.decode_working_side),
-                    max_reduction_for(None if given else options.min_face_px_searched))
-    return image_format, full_width, full_height, reduction
+@dataclass(frozen=True)
+class DecodePlan:
+    """How an image will be decoded, from its header: format, full size, JPEG reduction."""
+
+    image_format: str
+    width: int
+    height: int
+    reduction: int
+
+    @property
+    def megapixels(self) -> float:
+        """What its decoded pixels take, each reduced side rounded up."""
+        return -(-self.width // self.reduction) * -(-self.height // self.reduction) / 1e6
 
 
-def decoded_megapixels(settings: Settings, images: EncodedImages, options: RequestOptions,
-                       reduce: bool = True) -> float:
-    """The megapixels decoding ``images`` will hold, from their headers; an image that will
-    fail to decode counts for none."""
-    total = 0.0
-    for index in range(len(images.data)):
-        try:
-            _, width, height, reduction = decode_plan(settings, images, index, options, reduce)
-        except FaceposeError:
-            continue
-        total += -(-width // reduction) * -(-height // reduction) / 1e6
-    return total
-
-
-def decode_request_images(settings: Settings, images: EncodedImages, options: RequestOptions,
-                          reduce: bool = True) -> list[ImageOutcome]:
-    """Decode every image: an outcome per image, its ``request`` or its ``error`` set.
+def plan_decodes(settings: Settings, images: EncodedImages, options: RequestOptions,
+                 reduce: bool = True) -> list[DecodePlan | FaceposeError]:
+    """Each image's plan, read from its header once, or the error that fails it.
 
     reduce: whether large JPEGs may be decoded at reduced scale (results are full-size either
     way; a caller that needs the full-size pixels themselves passes False).
     """
-    outcomes = []
+    plans: list[DecodePlan | FaceposeError] = []
     for index, data in enumerate(images.data):
         try:
+            image_format, width, height = check_image(data, settings.max_image_bytes,
+                                                      settings.max_image_pixels)
+        except FaceposeError as exc:
+            plans.append(exc)
+            continue
+        reduction = 1
+        if reduce:
+            # Never so reduced that the smallest face searched for is lost in the pixels (a
+            # client's boxes search for none).
+            given = images.boxes is not None and images.boxes[index] is not None
+            reduction = min(reduction_for(image_format, width, height,
+                                          settings.decode_working_side),
+                            max_reduction_for(None if given else options.min_face_px_searched))
+        plans.append(DecodePlan(image_format, width, height, reduction))
+    return plans
+
+
+def decoded_megapixels(plans: list[DecodePlan | FaceposeError]) -> float:
+    """The megapixels decoding will hold; an image that will fail to decode counts for none."""
+    return sum(plan.megapixels for plan in plans if isinstance(plan, DecodePlan))
+
+
+def decode_request_images(settings: Settings, images: EncodedImages, options: RequestOptions,
+                          reduce: bool = True,
+                          plans: list[DecodePlan | FaceposeError] | None = None
+                          ) -> list[ImageOutcome]:
+    """Decode every image: an outcome per image, its ``request`` or its ``error`` set.
+
+    reduce: as ``plan_decodes``; plans: theirs, where the caller has made them already.
+    """
+    if plans is None:
+        plans = plan_decodes(settings, images, options, reduce)
+    outcomes = []
+    for index, (data, plan) in enumerate(zip(images.data, plans, strict=True)):
+        try:
+            if isinstance(plan, FaceposeError):
+                raise plan
             with STAGE_SECONDS.labels("decode").time():
-                image_format, full_width, full_height, reduction = decode_plan(
-                    settings, images, index, options, reduce)
-                image = decode_pixels(data, image_format, reduction)
+                image = decode_pixels(data, plan.image_format, plan.reduction)
         except FaceposeError as exc:
             IMAGE_ERRORS.labels(exc.code).inc()
             if images.whole:
@@ -103,15 +122,15 @@ def decode_request_images(settings: Settings, images: EncodedImages, options: Re
         # Decoded at full size, the pixels say the size; reduced, the header does (each side
         # of a reduced decode is rounded up, so its shape cannot be scaled back).
         height, width = image.shape[:2]
+        reduction = plan.reduction
         if reduction > 1:
-            width, height = full_width, full_height
+            width, height = plan.width, plan.height
         camera = options.camera_for(width, height, settings.default_fov_deg)
         boxes = images.boxes[index] if images.boxes is not None else None
         if reduction > 1:
             camera = rescale_camera(camera, 1 / reduction)
-            boxes = None if boxes is None else rescale_boxes(
-                np.asarray(boxes, np.float64).reshape(-1, 4), 1 / reduction)
+            boxes = None if boxes is None else rescale_boxes(boxes, 1 / reduction)
         request = ImageRequest(image, camera, options.pipeline, boxes, reduction,
-                               partial(decode_pixels, data, image_format))
+                               partial(decode_pixels, data, plan.image_format))
         outcomes.append(ImageOutcome(index, width, height, request, encoded=data))
     return outcomes

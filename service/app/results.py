@@ -57,8 +57,10 @@ def face_output(face: Face, include: frozenset[str]) -> FaceOutput:
     face_model = load_canonical_face()
     visible = (visible_vertices(face.vertices_mm, face_model.triangles)
                if Include.VISIBILITY in include else None)
+    # Irises and blendshapes are there only where the request asked the pipeline for them
+    # (``RequestOptions.pipeline``): decided once, not again here.
     iris = None
-    if Include.IRIS in include and face.iris is not None:
+    if face.iris is not None:
         iris = {side: IrisOutput(np.round(eye.centre, PIXEL_DECIMALS),
                                  np.round(eye.contour, PIXEL_DECIMALS),
                                  round(float(eye.radius_px), RADIUS_DECIMALS))
@@ -84,8 +86,7 @@ def face_output(face: Face, include: frozenset[str]) -> FaceOutput:
         visible=visible,
         visible68=None if visible is None else visible[face_model.landmarks68],
         iris=iris,
-        blendshapes=(np.round(face.blendshapes, SCORE_DECIMALS)
-                     if Include.BLENDSHAPES in include and face.blendshapes is not None
-                     else None),
+        blendshapes=(None if face.blendshapes is None
+                     else np.round(face.blendshapes, SCORE_DECIMALS)),
         box_index=face.box_index,
     )

@@ -13,13 +13,19 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.app.admission import BYTES_PER_DECODED_MEGAPIXEL, Held, MemoryBudget
-from service.app.images import EncodedImages, decode_request_images, decoded_megapixels
+from service.app.images import (
+    DecodePlan,
+    EncodedImages,
+    decode_request_images,
+    decoded_megapixels,
+    plan_decodes,
+)
 from service.app.options import RequestOptions, options_model, validate_options
 from service.app.results import FaceOutput, face_output
 from service.config import Settings
@@ -156,6 +162,7 @@ class FrameIn:
     timestamp_ms: float | None = None
     frame_id: FrameId = None
     error: FaceposeError | None = None  # a frame the transport could not read: answered so
+    plans: list[DecodePlan | FaceposeError] | None = None  # its header read, once held
 
 
 @dataclass
@@ -239,7 +246,7 @@ class StreamSession:
             # Full size: tracking crops from the last frame's landmarks, in its pixels.
             (decoded,) = decode_request_images(
                 self.settings, EncodedImages([frame.data], whole=True), self.setup.options,
-                reduce=False)
+                reduce=False, plans=frame.plans)
             assert decoded.request is not None
             result = self.tracker.step(decoded.request.image, decoded.request.camera,
                                        timestamp_ms / 1000.0)
@@ -316,14 +323,14 @@ class StreamRunner:
         if frame.error is not None:
             return frame, 0
         assert self.session is not None
-        megapixels = decoded_megapixels(self.settings, EncodedImages([frame.data], whole=True),
-                                        self.session.setup.options, reduce=False)
-        cost = len(frame.data) + round(BYTES_PER_DECODED_MEGAPIXEL * megapixels)
+        plans = plan_decodes(self.settings, EncodedImages([frame.data], whole=True),
+                             self.session.setup.options, reduce=False)
+        cost = len(frame.data) + round(BYTES_PER_DECODED_MEGAPIXEL * decoded_megapixels(plans))
         try:
             held.add(cost)
         except (Overloaded, RequestTooLarge) as exc:
             return FrameIn(b"", frame.timestamp_ms, frame.frame_id, error=exc), 0
-        return frame, cost
+        return replace(frame, plans=plans), cost
 
     async def _read(self, receive: Callable[[], Awaitable[Incoming | None]],
                     held: Held) -> None:

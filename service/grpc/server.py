@@ -134,8 +134,7 @@ class FacePoseServicer(pb_grpc.FacePoseServicer):
                 [boxes_from_proto(image, index, settings.max_boxes_per_image)
                  for index, image in enumerate(images)])
 
-        outcomes = await estimate_request(self.core, "grpc", request_options, read, deadline_s,
-                                          image_count=len(images))
+        outcomes = await estimate_request(self.core, "grpc", request_options, read, deadline_s)
         include = request_options.included
 
         def messages() -> list[pb.ImageResult]:

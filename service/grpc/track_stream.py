@@ -39,7 +39,7 @@ async def track_frames(core: Core, requests: AsyncIterator[pb.TrackRequest],
     streams), ProtocolError, BadOption, StreamIdle or ShuttingDown (at once when the core
     closes) for the servicer to turn into a status."""
     settings = core.settings
-    if not await core.runtime_ready():
+    if not core.backend_ready():
         raise BackendUnavailable("the inference server is not ready")
     with core.streams.hold("grpc"):
         runner = StreamRunner(settings, core.runtime, core.memory, "grpc", config_model)

@@ -137,25 +137,29 @@ def keypoints_in_boxes(runtime: InferenceRuntime, images: list[np.ndarray],
 LARGE_FACE_OF_IMAGE = 0.1
 
 
-def has_face_of(found: Detections, side_px: float, min_score: float) -> bool:
+def scored(found: Detections, request: ImageRequest) -> Detections:
+    """The detections at the request's min_score or above."""
+    return found.take(np.flatnonzero(found.scores >= request.options.min_score))
+
+
+def has_face_of(found: Detections, side_px: float, min_score: float = 0.0) -> bool:
     """Whether a detection of ``min_score`` or more is ``side_px`` or more on its longer side."""
     sides = np.max(found.boxes[:, 2:] - found.boxes[:, :2], axis=1)
     return bool(((sides >= side_px) & (found.scores >= min_score)).any())
 
 
-def is_portrait(found: Detections, request: ImageRequest, search: FaceSearch) -> bool:
-    """One face, the whole pass sure of it and it at least ``search.portrait_px``: the image
-    needs no search for smaller ones. Two or more faces are a group, searched whatever their
-    size."""
-    kept = found.take(np.flatnonzero(found.scores >= request.options.min_score))
-    return (search.portrait_px is not None and len(kept) == 1
-            and has_face_of(kept, search.portrait_px, PORTRAIT_MIN_SCORE))
+def is_portrait(found: Detections, search: FaceSearch) -> bool:
+    """One face (of those ``scored``), the whole pass sure of it and it at least
+    ``search.portrait_px``: the image needs no search for smaller ones. Two or more faces are
+    a group, searched whatever their size."""
+    return (search.portrait_px is not None and len(found) == 1
+            and has_face_of(found, search.portrait_px, PORTRAIT_MIN_SCORE))
 
 
 def has_large_face(found: Detections, request: ImageRequest) -> bool:
-    """Whether a kept detection spans LARGE_FACE_OF_IMAGE of the image's longer side."""
-    return has_face_of(found, LARGE_FACE_OF_IMAGE * max(request.image.shape[:2]),
-                       request.options.min_score)
+    """Whether a detection (of those ``scored``) spans LARGE_FACE_OF_IMAGE of the image's
+    longer side."""
+    return has_face_of(found, LARGE_FACE_OF_IMAGE * max(request.image.shape[:2]))
 
 
 # In an everyday image, where the whole pass sees faces down to EVERYDAY_WHOLE_OF_ASKED times
@@ -232,11 +236,14 @@ def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], preset
         full = full_range_call.result()
     else:
         short, tiled = detect_whole_and_tiles(runtime, images, first, lowest)
+    # Each image's own min_score, once: the calls answered the lowest of the batch.
+    short, tiled, full = ([scored(d, r) for d, r in zip(ds, requests, strict=True)]
+                          for ds in (short, tiled, full))
     # A large face the tiles found counts: the whole pass misses faces under 16 of its pixels,
     # which on a 1080p photo are still a tenth of it.
     found_first = [merge_detections(t, s) for s, t in zip(short, tiled, strict=True)]
     later = [i for i, search in enumerate(searches) if search.portrait_px is not None
-             and not is_portrait(found_first[i], requests[i], search)]
+             and not is_portrait(found_first[i], search)]
     small = ([i for i, request in enumerate(requests)
               if not has_large_face(found_first[i], request)]
              if full_range is FullRange.WHERE_NO_LARGE_FACE else [])
@@ -248,17 +255,15 @@ def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], preset
         for i, found in zip(later, detect_in_tiles(
                 runtime, [images[i] for i in later], [searches[i].asked_px for i in later],
                 lowest), strict=True):
-            tiled[i] = found
+            tiled[i] = scored(found, requests[i])
         if full_range_call is not None:
             for i, found in zip(small, full_range_call.result(), strict=True):
-                full[i] = found
+                full[i] = scored(found, requests[i])
     results = []
     for index, (s, f, t, request) in enumerate(zip(short, full, tiled, requests, strict=True)):
         # A face found in a tile as well keeps the tile's box: the tile saw it larger and
         # without the letterbox's padding, which on a wide photo inflates the box.
-        found = merge_detections(t, merge_detections(s, f))
-        found = found.take(np.flatnonzero(found.scores >= request.options.min_score))
-        found = drop_enclosing_boxes(found)
+        found = drop_enclosing_boxes(merge_detections(t, merge_detections(s, f)))
         found = found.take(np.argsort(-found.scores)[: request.options.max_faces])
         searched = searches[index].searched_px(
             searches[index].tiles_first is not None or index in later)
@@ -276,8 +281,8 @@ def locate(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
         size = runtime.specs[SHORT_RANGE].image_input.size
         detected = detect_faces(runtime, [requests[i] for i in to_detect], preset,
                                 [face_search(requests[i], preset, size) for i in to_detect])
-        client_boxes = [np.asarray(requests[i].boxes, np.float64).reshape(-1, 4)
-                        [: requests[i].options.max_faces] for i in given]
+        client_boxes = [requests[i].boxes[: requests[i].options.max_faces] for i in given
+                        if requests[i].boxes is not None]
         client_keypoints = keypoints_in_boxes(runtime, [requests[i].image for i in given],
                                               client_boxes) if given else []
     located = list(works)
@@ -319,8 +324,7 @@ def sharpen(runtime: InferenceRuntime, works: list[ImageWork], preset: Preset
         request = replace(
             request, image=request.redecode(finer), reduction=finer,
             camera=rescale_camera(request.camera, factor),
-            boxes=None if request.boxes is None else rescale_boxes(
-                np.asarray(request.boxes, np.float64).reshape(-1, 4), factor))
+            boxes=None if request.boxes is None else rescale_boxes(request.boxes, factor))
         sharpened.append(replace(work, request=request, boxes=rescale_boxes(work.boxes, factor),
                                  keypoints=rescale_xy(work.keypoints, factor),
                                  regions=rescale_regions(work.regions, factor),
