@@ -25,7 +25,7 @@ from eval_data import DEV_LARGE, require_labelled_set
 from peer_poses import peer_faces
 
 from service.local import FacePose
-from service.pipeline.blendshapes import BLENDSHAPE_NAMES
+from service.wire import BLENDSHAPE_NAMES
 
 # A coefficient varies where the peer's scores spread this much over the faces compared.
 VARIES_STD = 0.05

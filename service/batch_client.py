@@ -25,7 +25,7 @@ from service.client import MAX_MESSAGE_BYTES, UNREADABLE_FILE
 from service.endpoints import Endpoints
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
-from service.grpc.messages import image_result_to_dict
+from service.grpc.decode import image_result_to_dict
 
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]

@@ -134,10 +134,10 @@ def _estimate(args: argparse.Namespace) -> int:
     import json
 
     from service.api.body import checked_boxes, parse_boxes_json
-    from service.api.serialize import failed_image_dict
     from service.client import UNREADABLE_FILE
     from service.errors import FaceposeError
     from service.local import FacePose
+    from service.wire import failed_image_entry
 
     options = {name: value for name in OPTION_FLAGS
                if (value := getattr(args, name)) is not None}
@@ -151,8 +151,8 @@ def _estimate(args: argparse.Namespace) -> int:
                 try:
                     data = path.read_bytes()
                 except OSError as exc:
-                    entry = failed_image_dict(index, {"code": UNREADABLE_FILE,
-                                                      "message": f"{path}: {exc.strerror}"})
+                    entry = failed_image_entry(index, UNREADABLE_FILE,
+                                               f"{path}: {exc.strerror}")
                 else:
                     (entry,) = facepose.estimate(
                         [data], None if boxes is None else [boxes[index]], **options)["images"]

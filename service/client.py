@@ -21,7 +21,7 @@ import httpx
 
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
-from service.grpc.messages import INCLUDE_VALUES, image_result_to_dict
+from service.grpc.decode import INCLUDE_VALUES, image_result_to_dict
 
 # Room for many full-size images per call, as the server allows.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.api.schemas import FacesResponse, MeshTopology
-from service.pipeline.blendshapes import BLENDSHAPE_NAMES
+from service.wire import BLENDSHAPE_NAMES
 from tests.images import astronaut, encode, png_header_only
 
 JPEG = {"Content-Type": "image/jpeg"}

@@ -17,7 +17,7 @@ LAYERS = {
     "pipeline": 2, "models": 2, "triton_local": 2,
     "runtime": 1,
 }
-BASE = {"config", "errors", "metrics", "logs", "data", "endpoints", "__init__"}
+BASE = {"config", "errors", "metrics", "logs", "data", "endpoints", "wire", "__init__"}
 
 
 def module_name(path: Path) -> str:
@@ -93,3 +93,17 @@ def test_no_import_cycle() -> None:
             visit(module, [module])
     assert not cycles, cycles
 
+
+
+def test_the_clients_load_none_of_the_server() -> None:
+    """A client decodes answers with the generated messages and ``service.wire``: importing it
+    loads no module of the core, the pipeline or the runtimes (nor their models' libraries)."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, service.client, service.batch_client; "
+         "print(' '.join(sorted(m for m in sys.modules if m.startswith('service.'))))"],
+        cwd=SERVICE.parent, capture_output=True, text=True, check=True).stdout.split()
+    server = [m for m in loaded if m.split(".")[1] in {"app", "pipeline", "runtime", "api"}]
+    assert not server, server

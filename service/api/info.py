@@ -9,8 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.api import schemas
 from service.api.responses import JSONResponse
 from service.app.core import Core
-from service.pipeline.blendshapes import BLENDSHAPE_NAMES
 from service.pipeline.solve import load_canonical_face
+from service.wire import BLENDSHAPE_NAMES
 
 
 def info_router(core: Core) -> APIRouter:

@@ -11,8 +11,8 @@ from service.app.results import FaceOutput, face_output
 from service.app.streams import FrameOutcome
 from service.errors import FaceposeError
 from service.metrics import STAGE_SECONDS
-from service.pipeline.blendshapes import BLENDSHAPE_NAMES
 from service.pipeline.solve import Camera
+from service.wire import BLENDSHAPE_NAMES, failed_image_entry
 
 
 def error_dict(error: FaceposeError) -> dict[str, str]:
@@ -57,16 +57,10 @@ def face_dict(face: FaceOutput) -> dict[str, Any]:
     return out
 
 
-def failed_image_dict(index: int, error: dict[str, str]) -> dict[str, Any]:
-    """The entry of an image that failed: its ``error`` (code, message), nothing else."""
-    return {"index": index, "width": None, "height": None, "camera": None, "faces": [],
-            "quality": None, "min_face_px": None, "dropped_boxes": [], "error": error}
-
-
 def image_dict(outcome: ImageOutcome, include: frozenset[str]) -> dict[str, Any]:
     if outcome.result is None:
         assert outcome.error is not None  # an image is either estimated or failed
-        return failed_image_dict(outcome.index, error_dict(outcome.error))
+        return failed_image_entry(outcome.index, outcome.error.code, outcome.error.message)
     return {
         "index": outcome.index,
         "width": outcome.width,

@@ -1,6 +1,6 @@
 """The gRPC messages to and from the core's types: options, boxes and a stream's config in;
 image outcomes and stream frames out, with the numbers ``app/results.py`` rounded, as JSON has
-them. ``image_result_to_dict`` turns a result back into the REST shape, for the Python clients.
+them. The clients' way back to the REST shape is ``grpc/decode.py``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,9 @@ from service.app.results import FaceOutput, face_output
 from service.app.streams import FrameOutcome, StreamConfig
 from service.errors import FaceposeError
 from service.grpc import facepose_pb2 as pb
-from service.pipeline.blendshapes import BLENDSHAPE_NAMES
+from service.grpc.decode import INCLUDE_NAMES
 from service.pipeline.solve import Camera
 
-INCLUDE_NAMES = {pb.INCLUDE_MESH: "mesh", pb.INCLUDE_LANDMARKS: "landmarks",
-                 pb.INCLUDE_LANDMARKS68: "landmarks68", pb.INCLUDE_IRIS: "iris",
-                 pb.INCLUDE_VISIBILITY: "visibility", pb.INCLUDE_BLENDSHAPES: "blendshapes"}
-INCLUDE_VALUES = {name: value for value, name in INCLUDE_NAMES.items()}
 ONE_EURO_FIELDS = ("min_cutoff_hz", "beta", "d_cutoff_hz")
 
 
@@ -145,58 +141,3 @@ def track_message(outcome: FrameOutcome) -> pb.TrackResult:
     if outcome.timestamp_ms is not None:
         track.timestamp_ms = outcome.timestamp_ms
     return track
-
-
-def _pairs(values: Any, width: int) -> list[list[float]] | None:
-    array = np.asarray(values, np.float64)
-    return array.reshape(-1, width).tolist() if array.size else None
-
-
-def image_result_to_dict(result: pb.ImageResult) -> dict[str, Any]:
-    """A gRPC ImageResult in the REST shape (what `facepose batch` writes per image)."""
-    if result.HasField("error"):
-        return {"index": result.index, "width": None, "height": None, "camera": None,
-                "faces": [], "quality": None, "min_face_px": None, "dropped_boxes": [],
-                "error": {"code": result.error.code, "message": result.error.message}}
-    camera = result.camera
-    faces = []
-    for face in result.faces:
-        pose = face.pose
-        out: dict[str, Any] = {
-            "box": list(face.box),
-            "box_index": face.box_index if face.HasField("box_index") else None,
-            "score": face.score, "presence": face.presence,
-            "pose": {
-                "euler_deg": {"pitch": pose.euler_deg.pitch, "yaw": pose.euler_deg.yaw,
-                              "roll": pose.euler_deg.roll},
-                "rotation_matrix": _pairs(pose.rotation_matrix, 3),
-                "quaternion_wxyz": list(pose.quaternion_wxyz),
-                "translation_mm": list(pose.translation_mm),
-                "reprojection_rmse_px": pose.reprojection_rmse_px,
-                "uncertainty_deg": pose.uncertainty_deg,
-            },
-        }
-        for name, values, width in (("landmarks68", face.landmarks68, 2),
-                                    ("landmarks", face.landmarks, 2)):
-            if len(values):
-                out[name] = _pairs(values, width)
-        if len(face.mesh_vertices_mm):
-            out["mesh"] = {"vertices_mm": _pairs(face.mesh_vertices_mm, 3)}
-        if face.HasField("iris"):
-            out["iris"] = {side: {"centre": list(eye.centre), "contour": _pairs(eye.contour, 2),
-                                  "radius_px": eye.radius_px}
-                           for side, eye in (("right", face.iris.right),
-                                             ("left", face.iris.left))}
-        if len(face.visible):
-            out["visibility"] = {"vertices": list(face.visible),
-                                 "landmarks68": list(face.visible68)}
-        if len(face.blendshapes):
-            out["blendshapes"] = dict(zip(BLENDSHAPE_NAMES, face.blendshapes, strict=True))
-        faces.append(out)
-    return {"index": result.index, "width": result.width, "height": result.height,
-            "camera": {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy,
-                       "source": camera.source},
-            "faces": faces, "quality": result.quality, "min_face_px": result.min_face_px,
-            "dropped_boxes": [{"box_index": d.box_index, "reason": d.reason,
-                               "message": d.message} for d in result.dropped_boxes],
-            "error": None}

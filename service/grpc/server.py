@@ -47,8 +47,8 @@ from service.metrics import (
     Outcome,
     outcome_of_status,
 )
-from service.pipeline.blendshapes import BLENDSHAPE_NAMES
 from service.pipeline.solve import load_canonical_face
+from service.wire import BLENDSHAPE_NAMES
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FacePose"].full_name
 # Errors that end a whole stream (the client should retry later), not just one item.

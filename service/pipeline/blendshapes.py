@@ -13,6 +13,7 @@ from service.metrics import STAGE_SECONDS
 from service.pipeline.align import NUM_VERTICES
 from service.pipeline.records import Face
 from service.runtime.base import InferenceRuntime, infer
+from service.wire import BLENDSHAPE_NAMES
 
 BLENDSHAPES_MODEL = "face_blendshapes"
 
@@ -31,23 +32,6 @@ BLENDSHAPE_LANDMARKS = (
     466, 468, 469, 470, 471, 472, 473, 474, 475, 476, 477,
 )
 
-# kBlendshapeNames in the same file: the model's 52 outputs in order ("_neutral" is unused).
-BLENDSHAPE_NAMES = (
-    "_neutral",
-    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-    "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
-    "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
-    "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight",
-    "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight",
-    "eyeWideLeft", "eyeWideRight",
-    "jawForward", "jawLeft", "jawOpen", "jawRight",
-    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight",
-    "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight",
-    "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight",
-    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
-    "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
-    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight",
-)
 def run_blendshapes(runtime: InferenceRuntime, landmarks_px: np.ndarray) -> np.ndarray:
     """landmarks_px: (N, 478, 2+) V2 landmarks, image pixels. Returns (N, 52) scores, in
     BLENDSHAPE_NAMES order."""
