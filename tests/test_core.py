@@ -183,7 +183,7 @@ def run_flow(runtime: Any, images: EncodedImages, options: RequestOptions | None
             async def read(held: Held) -> EncodedImages:
                 return images
 
-            core.gate.admitted += hold
+            core.gate.held += hold
             core.memory.held += held_bytes
             try:
                 return await estimate_request(core, "test", options or core.options_model(),

@@ -43,7 +43,6 @@ from service.app.streams import (
 )
 from service.config import Settings
 from service.errors import (
-    BackendUnavailable,
     BadOption,
     BadRequestBody,
     FaceposeError,
@@ -306,9 +305,7 @@ def stream_router(core: Core) -> APIRouter:
         try:
             check_key(core.api_keys, presented_key(websocket.headers.get("authorization"),
                                           websocket.headers.get("x-api-key")))
-            if not core.backend_ready():
-                raise BackendUnavailable("the inference server is not ready")
-            with core.streams.hold("websocket"):
+            with core.stream("websocket"):
                 await websocket.accept(headers=[(b"x-request-id", request_id.encode())])
                 close_code = await serve(websocket)
             status, outcome = str(close_code), CLOSE_OUTCOMES.get(close_code, Outcome.OK)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from prometheus_client import Counter, Gauge
+
 from service.errors import Overloaded, RequestTooLarge
 from service.metrics import (
     ADMISSION_REJECTED,
@@ -58,49 +60,47 @@ def inflight_budget_mb(configured_mb: int | None, limit_mb: int | None) -> int:
     return max(64, (limit_mb - RESIDENT_RESERVE_MB) * 4 // 5)
 
 
-class AdmissionGate:
-    """At most ``limit`` requests admitted at once, all transports together."""
+class CountingGate:
+    """At most ``limit`` held at once, all transports together: one more is refused at once
+    with Overloaded, saying ``refusal``, and counted in ``rejected``; ``held_gauge``, if
+    given, shows those held by transport; ``on_idle`` runs when the last one leaves."""
 
-    def __init__(self, limit: int, on_idle: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, limit: int, refusal: str, rejected: Counter,
+                 held_gauge: Gauge | None = None, on_idle: Callable[[], None] = lambda: None
+                 ) -> None:
         self.limit = limit
-        self.admitted = 0
-        self.on_idle = on_idle  # run when the last admitted request leaves
-
-    @contextmanager
-    def admit(self, transport: str) -> Iterator[None]:
-        if self.admitted >= self.limit:
-            ADMISSION_REJECTED.labels(transport).inc()
-            raise Overloaded(f"the service is at capacity ({self.limit} requests in progress); "
-                             "retry later")
-        self.admitted += 1
-        try:
-            yield
-        finally:
-            self.admitted -= 1
-            if not self.admitted:
-                self.on_idle()
-
-
-class StreamSlots:
-    """At most ``limit`` video streams open at once, all transports together."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.open = 0
+        self.held = 0
+        self.refusal = refusal
+        self.rejected, self.held_gauge, self.on_idle = rejected, held_gauge, on_idle
 
     @contextmanager
     def hold(self, transport: str) -> Iterator[None]:
-        if self.open >= self.limit:
-            STREAMS_REJECTED.labels(transport).inc()
-            raise Overloaded(f"{self.limit} video streams are open, the most this service "
-                             "takes; retry later")
-        self.open += 1
-        STREAMS_OPEN.labels(transport).inc()
+        if self.held >= self.limit:
+            self.rejected.labels(transport).inc()
+            raise Overloaded(self.refusal)
+        self.held += 1
+        if self.held_gauge is not None:
+            self.held_gauge.labels(transport).inc()
         try:
             yield
         finally:
-            self.open -= 1
-            STREAMS_OPEN.labels(transport).dec()
+            self.held -= 1
+            if self.held_gauge is not None:
+                self.held_gauge.labels(transport).dec()
+            if not self.held:
+                self.on_idle()
+
+
+def admission_gate(limit: int, on_idle: Callable[[], None]) -> CountingGate:
+    """At most ``limit`` requests in progress at once."""
+    return CountingGate(limit, f"the service is at capacity ({limit} requests in progress); "
+                               "retry later", ADMISSION_REJECTED, on_idle=on_idle)
+
+
+def stream_slots(limit: int) -> CountingGate:
+    """At most ``limit`` video streams open at once."""
+    return CountingGate(limit, f"{limit} video streams are open, the most this service takes; "
+                               "retry later", STREAMS_REJECTED, STREAMS_OPEN)
 
 
 class MemoryBudget:

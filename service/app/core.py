@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from functools import partial
 from typing import Protocol
 
@@ -18,17 +19,18 @@ import cv2
 
 from service.app.admission import (
     MB,
-    AdmissionGate,
     MemoryBudget,
-    StreamSlots,
+    admission_gate,
     container_memory_limit_mb,
     inflight_budget_mb,
+    stream_slots,
 )
 from service.app.auth import load_keys
 from service.app.batcher import RequestBatcher
 from service.app.memory import TrimWhenIdle, limit_malloc_arenas
 from service.app.options import RequestOptions, options_model
 from service.config import Settings
+from service.errors import BackendUnavailable
 from service.metrics import BACKEND_READY, describe_build
 from service.pipeline.estimate import estimate_faces
 from service.pipeline.solve import load_canonical_face
@@ -60,9 +62,9 @@ class Core:
         self.settings = settings
         self.api_keys = load_keys(settings.api_keys, settings.api_keys_file)
         self.options_model: type[RequestOptions] = options_model(settings)
-        trim = TrimWhenIdle(lambda: self.gate.admitted)
-        self.gate = AdmissionGate(settings.max_in_flight_requests, trim.idle)
-        self.streams = StreamSlots(settings.stream_max_streams)
+        trim = TrimWhenIdle(lambda: self.gate.held)
+        self.gate = admission_gate(settings.max_in_flight_requests, trim.idle)
+        self.streams = stream_slots(settings.stream_max_streams)
         self.memory = MemoryBudget(MB * inflight_budget_mb(settings.max_inflight_mb,
                                                            container_memory_limit_mb()))
         # Set on SIGTERM: readiness fails at once so that load balancers stop sending, and each
@@ -105,7 +107,7 @@ class Core:
         self._batcher = RequestBatcher(partial(estimate_faces, self._runtime),
                                        settings.batch_max_images,
                                        settings.batch_max_wait_ms / 1000, settings.batch_workers,
-                                       in_service=lambda: self.gate.admitted)
+                                       in_service=lambda: self.gate.held)
         describe_build(settings.runtime, model_hashes(settings.model_repository))
         # The first readiness check may wait for the servers; every later one answers at once.
         await asyncio.to_thread(self._runtime.is_ready)
@@ -140,6 +142,16 @@ class Core:
         if self._runtime is not None:
             self._runtime.close()
         self._runtime = self._batcher = self._watch = self._servers_stopped = None
+
+    @contextlib.contextmanager
+    def stream(self, transport: str) -> Iterator[None]:
+        """A video stream's entry, whatever its transport: the inference runtime ready, and
+        one of the stream slots held while it lasts. Raises BackendUnavailable or
+        Overloaded."""
+        if not self.backend_ready():
+            raise BackendUnavailable("the inference server is not ready")
+        with self.streams.hold(transport):
+            yield
 
     def backend_ready(self) -> bool:
         """Whether the inference runtime is ready, at once: a runtime's ``is_ready`` answers

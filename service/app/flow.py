@@ -57,7 +57,7 @@ async def estimate_request(core: Core, transport: str, options: RequestOptions,
     with core.memory.hold(transport) as held:
         images = await read_images(held)
         check_image_count(settings, len(images.data))
-        with core.gate.admit(transport):
+        with core.gate.hold(transport):
             # The body stays held until the request ends (the pipeline may decode it again).
             held.add(max(0, sum(map(len, images.data)) - held.bytes))
             plans = plan_decodes(settings, images, options)

@@ -1,6 +1,6 @@
 """Video streams, whatever the transport: a stream's settings, its tracker, every frame answered
 in order, and the limits each stream is held to (frames in flight, idle time; streams open at
-once are the core's ``StreamSlots``).
+once are the core's ``streams`` gate).
 
 The WebSocket (``service/api/websocket.py``) and gRPC (``service/grpc/track_stream.py``)
 transports only turn their messages into ``Incoming`` items and the ``Outgoing`` ones back into

@@ -16,7 +16,7 @@ from service.app.streams import (
     StreamConfig,
     StreamRunner,
 )
-from service.errors import BackendUnavailable, ProtocolError, ShuttingDown
+from service.errors import ProtocolError, ShuttingDown
 from service.grpc import facepose_pb2 as pb
 from service.grpc.messages import config_from_proto, track_message
 
@@ -39,9 +39,7 @@ async def track_frames(core: Core, requests: AsyncIterator[pb.TrackRequest],
     streams), ProtocolError, BadOption, StreamIdle or ShuttingDown (at once when the core
     closes) for the servicer to turn into a status."""
     settings = core.settings
-    if not core.backend_ready():
-        raise BackendUnavailable("the inference server is not ready")
-    with core.streams.hold("grpc"):
+    with core.stream("grpc"):
         runner = StreamRunner(settings, core.runtime, core.memory, "grpc", config_model)
         # Bounded: a client that stops reading stops the stream's work too.
         results: asyncio.Queue[pb.TrackResult] = asyncio.Queue(
