@@ -37,24 +37,14 @@ PEERS: tuple[Peer, ...] = ("legacy", "landmarker")
 PEER_SCRIPT = PEER_SCRIPTS["legacy"]
 CANONICAL = REPO / "service" / "data" / "canonical_face.npz"
 CACHE = REPO / ".bench" / "peer-cache"
-# Only for landmarker_task_path's fallback (to be removed with it).
-FALLBACK_TASK = Path("/tmp/v2/face_landmarker.task")
-TASK_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
-
-
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def landmarker_task_path() -> Path:
     """MediaPipe's face_landmarker.task (the FaceLandmarker peer's models), hash-checked."""
-    try:
-        from service.models.bundles import face_landmarker_task
-    except ImportError:
-        # TODO: remove this fallback once service.models.bundles.face_landmarker_task is merged.
-        if sha256_file(FALLBACK_TASK) != TASK_SHA256:
-            raise RuntimeError(f"{FALLBACK_TASK} is not the pinned face_landmarker.task") from None
-        return FALLBACK_TASK
+    from service.model_build.bundles import face_landmarker_task
+
     return face_landmarker_task()
 
 

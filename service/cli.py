@@ -19,8 +19,8 @@ from service.config import Quality, get_settings
 
 
 def _models_build(args: argparse.Namespace) -> int:
-    from service.models import ModelBuildError
-    from service.models.build import build_models
+    from service.model_build import ModelBuildError
+    from service.model_build.build import build_models
 
     try:
         build_models(Path(args.repo), Path(args.cache) if args.cache else None,
@@ -32,8 +32,8 @@ def _models_build(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.api.connections import server_limits
     from service.gateway import create_gateway
+    from service.http.connections import server_limits
     from service.logs import configure_logging
 
     settings = get_settings()
@@ -133,9 +133,9 @@ def _batch(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     import json
 
-    from service.api.body import checked_boxes, parse_boxes_json
     from service.client import UNREADABLE_FILE
     from service.errors import FaceposeError
+    from service.http.body import checked_boxes, parse_boxes_json
     from service.local import FacePose
     from service.wire import failed_image_entry
 

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # bytes declared; past it, 408 and the connection is closed.
     body_read_timeout_s: float = Field(default=5.0, gt=0)
     body_read_min_bytes_per_s: int = Field(default=1_000_000, ge=1)
-    # HTTP connections (service/api/connections.py): open at once, past which uvicorn answers
+    # HTTP connections (service/http/connections.py): open at once, past which uvicorn answers
     # 503; seconds a request's head may take to arrive; seconds a kept-alive connection may
     # sit idle.
     max_connections: int = Field(default=1000, ge=1)

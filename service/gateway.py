@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from service.api.rest import create_app
 from service.app.core import Core
 from service.config import Settings, get_settings
 from service.grpc.server import GrpcServer
+from service.http.rest import create_app
 
 
 def create_gateway(settings: Settings | None = None) -> FastAPI:

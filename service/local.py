@@ -19,8 +19,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from service.api.body import checked_boxes
-from service.api.serialize import images_dict
 from service.app.images import (
     EncodedImages,
     ImageOutcome,
@@ -30,6 +28,8 @@ from service.app.images import (
 from service.app.options import RequestOptions, options_model, validate_options
 from service.app.overlay import ImageFormat, overlay
 from service.config import Settings
+from service.http.body import checked_boxes
+from service.http.serialize import images_dict
 from service.pipeline.estimate import estimate_faces
 from service.runtime import create_runtime
 

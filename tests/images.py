@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 from skimage import data as skimage_data
 
-from service.models.fetch import default_cache_dir, fetch_package, read_member
-from service.models.sources import Package
+from service.model_build.fetch import default_cache_dir, fetch_package, read_member
+from service.model_build.sources import Package
 
 # A real group photo that ships in a package: insightface's t1.jpg, 1280x886, six people round a
 # card table, faces of 95 to 135 px. Fetched at test time into the download cache, never stored

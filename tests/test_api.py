@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.api.schemas import FacesResponse, MeshTopology
+from service.http.schemas import FacesResponse, MeshTopology
 from service.wire import BLENDSHAPE_NAMES
 from tests.images import astronaut, encode, png_header_only
 

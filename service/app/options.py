@@ -1,6 +1,6 @@
 """What a client may ask of a request, declared once for every transport.
 
-``RequestOptions`` is the one model: the REST query (``api/rest.py``), the gRPC ``Options``
+``RequestOptions`` is the one model: the REST query (``http/rest.py``), the gRPC ``Options``
 message (``grpc/messages.py``) and a stream's config (``app/streams.py``) are adapters that fill
 it, so all of them take the same values, refuse the same ones (unknown names included) with the
 same ``bad_option``, and the OpenAPI document shows the ranges and defaults enforced.

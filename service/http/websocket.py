@@ -19,9 +19,6 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
 
-from service.api.responses import refusal_response
-from service.api.schemas import CameraOut, ErrorDetail, FaceOut
-from service.api.serialize import error_dict, frame_dict
 from service.app.auth import check_key, presented_key
 from service.app.core import Core
 from service.app.options import problems_of
@@ -50,6 +47,9 @@ from service.errors import (
     ProtocolError,
     StreamIdle,
 )
+from service.http.responses import refusal_response
+from service.http.schemas import CameraOut, ErrorDetail, FaceOut
+from service.http.serialize import error_dict, frame_dict
 from service.logs import LOGGER, log_request, request_id_from
 from service.metrics import (
     HTTP_RESPONSES,

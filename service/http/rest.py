@@ -17,19 +17,19 @@ from pydantic import Field, create_model
 from starlette.concurrency import run_in_threadpool
 
 from service import __version__
-from service.api import schemas
-from service.api.body import image_request_body, read_images
-from service.api.info import info_router
-from service.api.middleware import DrainConnections, ObserveRequests, RequireApiKey
-from service.api.render import render_router
-from service.api.responses import ERROR_RESPONSES, JSONResponse, install_refusals
-from service.api.serialize import images_dict
-from service.api.ui import PUBLIC_PATHS, docs_router, ui_router
-from service.api.websocket import stream_router
 from service.app.admission import Held
 from service.app.core import Core
 from service.app.flow import estimate_request
 from service.app.options import RequestOptions
+from service.http import schemas
+from service.http.body import image_request_body, read_images
+from service.http.info import info_router
+from service.http.middleware import DrainConnections, ObserveRequests, RequireApiKey
+from service.http.render import render_router
+from service.http.responses import ERROR_RESPONSES, JSONResponse, install_refusals
+from service.http.serialize import images_dict
+from service.http.ui import PUBLIC_PATHS, docs_router, ui_router
+from service.http.websocket import stream_router
 
 BOXES_FIELD = (str | None, Field(
     default=None, description="JSON: per image a list of [x1, y1, x2, y2] face boxes (tight "

@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from service.models import ModelBuildError
-from service.models.sources import ModelSource
+from service.model_build import ModelBuildError
+from service.model_build.sources import ModelSource
 
 TOLERANCE = 1e-3  # ONNX Runtime vs LiteRT, absolute, any output value
 BATCH_TOLERANCE = 1e-4  # one batch of N vs N batches of one

@@ -6,9 +6,9 @@ Prometheus metrics."""
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api import schemas
-from service.api.responses import JSONResponse
 from service.app.core import Core
+from service.http import schemas
+from service.http.responses import JSONResponse
 from service.pipeline.solve import load_canonical_face
 from service.wire import BLENDSHAPE_NAMES
 

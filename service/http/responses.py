@@ -13,9 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse as StarletteJSONResponse
 
 from service import errors
-from service.api import schemas
 from service.app.options import problems_of
 from service.app.refusals import Refusal, refusal_for
+from service.http import schemas
 
 # Statuses the router itself answers, with their codes.
 ROUTING_CODES = {error.status: error.code for error in (errors.NotFound, errors.MethodNotAllowed)}

@@ -22,7 +22,7 @@ import onnx
 from ai_edge_litert import schema_py_generated as tfl
 from onnx import helper, numpy_helper
 
-from service.models.convert import (
+from service.model_build.convert import (
     BATCH_DIM,
     ConversionFailed,
     batch_pinned_tensors,

@@ -14,7 +14,7 @@ from importlib import resources
 from fastapi import APIRouter, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 
-STATIC_PACKAGE = "service.api.static"
+STATIC_PACKAGE = "service.http.static"
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8",
           "favicon.svg": "image/svg+xml"}
 # Browsers ask for /favicon.ico whatever a page links: the same icon, as SVG.

@@ -13,8 +13,8 @@ import onnx
 from ai_edge_litert import schema_py_generated as tfl
 from onnx import helper, numpy_helper, shape_inference
 
-from service.models import ModelBuildError
-from service.models.sources import OutputSpec
+from service.model_build import ModelBuildError
+from service.model_build.sources import OutputSpec
 
 BATCH_DIM = "batch"
 

@@ -12,8 +12,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from service.models import ModelBuildError
-from service.models.sources import Package
+from service.model_build import ModelBuildError
+from service.model_build.sources import Package
 
 
 class HashMismatch(ModelBuildError):

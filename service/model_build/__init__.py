@@ -1,6 +1,7 @@
 """Building the model repository: fetch pinned packages, convert TFLite to ONNX, verify.
 
-Entry points: ``service.models.build.build_models`` and ``python -m service.models.build``.
+Entry points: ``service.model_build.build.build_models`` and
+``python -m service.model_build.build``.
 """
 
 from __future__ import annotations

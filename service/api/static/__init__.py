@@ -1,1 +1,0 @@
-"""The web page's files, served by ``service.api.ui``."""

@@ -1,0 +1,1 @@
+"""The web page's files, served by ``service.http.ui``."""
