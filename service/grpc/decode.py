@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from service.grpc import facepose_pb2 as pb
-from service.wire import BLENDSHAPE_NAMES, failed_image_entry
+from service.wire import camera_entry, face_entry, failed_image_entry, image_entry
 
 INCLUDE_NAMES = {pb.INCLUDE_MESH: "mesh", pb.INCLUDE_LANDMARKS: "landmarks",
                  pb.INCLUDE_LANDMARKS68: "landmarks68", pb.INCLUDE_IRIS: "iris",
@@ -30,41 +30,22 @@ def image_result_to_dict(result: pb.ImageResult) -> dict[str, Any]:
     faces = []
     for face in result.faces:
         pose = face.pose
-        out: dict[str, Any] = {
-            "box": list(face.box),
-            "box_index": face.box_index if face.HasField("box_index") else None,
-            "score": face.score, "presence": face.presence,
-            "pose": {
-                "euler_deg": {"pitch": pose.euler_deg.pitch, "yaw": pose.euler_deg.yaw,
-                              "roll": pose.euler_deg.roll},
-                "rotation_matrix": _pairs(pose.rotation_matrix, 3),
-                "quaternion_wxyz": list(pose.quaternion_wxyz),
-                "translation_mm": list(pose.translation_mm),
-                "reprojection_rmse_px": pose.reprojection_rmse_px,
-                "uncertainty_deg": pose.uncertainty_deg,
-            },
-        }
-        for name, values, width in (("landmarks68", face.landmarks68, 2),
-                                    ("landmarks", face.landmarks, 2)):
-            if len(values):
-                out[name] = _pairs(values, width)
-        if len(face.mesh_vertices_mm):
-            out["mesh"] = {"vertices_mm": _pairs(face.mesh_vertices_mm, 3)}
-        if face.HasField("iris"):
-            out["iris"] = {side: {"centre": list(eye.centre), "contour": _pairs(eye.contour, 2),
-                                  "radius_px": eye.radius_px}
-                           for side, eye in (("right", face.iris.right),
-                                             ("left", face.iris.left))}
-        if len(face.visible):
-            out["visibility"] = {"vertices": list(face.visible),
-                                 "landmarks68": list(face.visible68)}
-        if len(face.blendshapes):
-            out["blendshapes"] = dict(zip(BLENDSHAPE_NAMES, face.blendshapes, strict=True))
-        faces.append(out)
-    return {"index": result.index, "width": result.width, "height": result.height,
-            "camera": {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy,
-                       "source": camera.source},
-            "faces": faces, "quality": result.quality, "min_face_px": result.min_face_px,
-            "dropped_boxes": [{"box_index": d.box_index, "reason": d.reason,
-                               "message": d.message} for d in result.dropped_boxes],
-            "error": None}
+        faces.append(face_entry(
+            list(face.box), face.box_index if face.HasField("box_index") else None,
+            face.score, face.presence,
+            (pose.euler_deg.pitch, pose.euler_deg.yaw, pose.euler_deg.roll),
+            _pairs(pose.rotation_matrix, 3) or [], list(pose.quaternion_wxyz),
+            list(pose.translation_mm), pose.reprojection_rmse_px, pose.uncertainty_deg,
+            landmarks68=_pairs(face.landmarks68, 2), landmarks=_pairs(face.landmarks, 2),
+            vertices_mm=_pairs(face.mesh_vertices_mm, 3),
+            visibility=((list(face.visible), list(face.visible68)) if len(face.visible)
+                        else None),
+            iris={side: (list(eye.centre), _pairs(eye.contour, 2) or [], eye.radius_px)
+                  for side, eye in (("right", face.iris.right), ("left", face.iris.left))}
+            if face.HasField("iris") else None,
+            blendshapes=list(face.blendshapes) if len(face.blendshapes) else None))
+    return image_entry(
+        result.index, result.width, result.height,
+        camera_entry(camera.fx, camera.fy, camera.cx, camera.cy, camera.source), faces,
+        result.quality, result.min_face_px,
+        ((d.box_index, d.reason, d.message) for d in result.dropped_boxes))

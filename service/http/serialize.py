@@ -12,7 +12,7 @@ from service.app.streams import FrameOutcome
 from service.errors import FaceposeError
 from service.metrics import STAGE_SECONDS
 from service.pipeline.solve import Camera
-from service.wire import BLENDSHAPE_NAMES, failed_image_entry
+from service.wire import camera_entry, face_entry, failed_image_entry, image_entry
 
 
 def error_dict(error: FaceposeError) -> dict[str, str]:
@@ -20,59 +20,37 @@ def error_dict(error: FaceposeError) -> dict[str, str]:
 
 
 def camera_dict(camera: Camera) -> dict[str, Any]:
-    return {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy,
-            "source": camera.source}
+    return camera_entry(camera.fx, camera.fy, camera.cx, camera.cy, camera.source)
 
 
 def face_dict(face: FaceOutput) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "box": face.box.tolist(),
-        "box_index": face.box_index,
-        "score": face.score,
-        "presence": face.presence,
-        "pose": {
-            "euler_deg": {"pitch": face.pitch_deg, "yaw": face.yaw_deg, "roll": face.roll_deg},
-            "rotation_matrix": face.r_cam_from_model.tolist(),
-            "quaternion_wxyz": face.quaternion_wxyz.tolist(),
-            "translation_mm": face.t_cam_from_model_mm.tolist(),
-            "reprojection_rmse_px": face.reprojection_rmse_px,
-            "uncertainty_deg": face.uncertainty_deg,
-        },
-    }
-    if face.landmarks68_px is not None:
-        out["landmarks68"] = face.landmarks68_px.tolist()
-    if face.landmarks_px is not None:
-        out["landmarks"] = face.landmarks_px.tolist()
-    if face.vertices_mm is not None:
-        out["mesh"] = {"vertices_mm": face.vertices_mm.tolist()}
-    if face.visible is not None and face.visible68 is not None:
-        out["visibility"] = {"vertices": face.visible.tolist(),
-                             "landmarks68": face.visible68.tolist()}
-    if face.iris is not None:
-        out["iris"] = {side: {"centre": eye.centre.tolist(), "contour": eye.contour.tolist(),
-                              "radius_px": eye.radius_px}
-                       for side, eye in face.iris.items()}
-    if face.blendshapes is not None:
-        out["blendshapes"] = dict(zip(BLENDSHAPE_NAMES, face.blendshapes.tolist(), strict=True))
-    return out
+    return face_entry(
+        face.box.tolist(), face.box_index, face.score, face.presence,
+        (face.pitch_deg, face.yaw_deg, face.roll_deg), face.r_cam_from_model.tolist(),
+        face.quaternion_wxyz.tolist(), face.t_cam_from_model_mm.tolist(),
+        face.reprojection_rmse_px, face.uncertainty_deg,
+        landmarks68=None if face.landmarks68_px is None else face.landmarks68_px.tolist(),
+        landmarks=None if face.landmarks_px is None else face.landmarks_px.tolist(),
+        vertices_mm=None if face.vertices_mm is None else face.vertices_mm.tolist(),
+        visibility=(None if face.visible is None or face.visible68 is None
+                    else (face.visible.tolist(), face.visible68.tolist())),
+        iris=None if face.iris is None else {
+            side: (eye.centre.tolist(), eye.contour.tolist(), eye.radius_px)
+            for side, eye in face.iris.items()},
+        blendshapes=None if face.blendshapes is None else face.blendshapes.tolist())
 
 
 def image_dict(outcome: ImageOutcome, include: frozenset[str]) -> dict[str, Any]:
     if outcome.result is None:
         assert outcome.error is not None  # an image is either estimated or failed
         return failed_image_entry(outcome.index, outcome.error.code, outcome.error.message)
-    return {
-        "index": outcome.index,
-        "width": outcome.width,
-        "height": outcome.height,
-        "camera": camera_dict(outcome.result.camera),
-        "faces": [face_dict(face_output(face, include)) for face in outcome.result.faces],
-        "quality": outcome.result.quality,
-        "min_face_px": outcome.result.min_face_px,
-        "dropped_boxes": [{"box_index": d.box_index, "reason": d.reason.value,
-                           "message": d.message} for d in outcome.result.dropped_boxes],
-        "error": None,
-    }
+    result = outcome.result
+    assert outcome.width is not None and outcome.height is not None
+    return image_entry(
+        outcome.index, outcome.width, outcome.height, camera_dict(result.camera),
+        [face_dict(face_output(face, include)) for face in result.faces], result.quality,
+        result.min_face_px,
+        ((d.box_index, d.reason.value, d.message) for d in result.dropped_boxes))
 
 
 def images_dict(outcomes: list[ImageOutcome], include: frozenset[str]) -> dict[str, Any]:
