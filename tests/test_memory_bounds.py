@@ -34,8 +34,10 @@ BUDGET_MB = 512
 # interpreter's and the HTTP server's own allocations under 64 connections. With FaceMesh V2 in
 # the default preset the peak of this burst varies from run to run, 480 to 1,150 MB over an
 # idle 204 with 22 requests admitted (the V1-only preset: 380-400 with 52): up to 21 MB a
-# megapixel against the budget's 12. Not yet explained (issue 26's closing note); 500 MB keeps
-# the bound.
+# megapixel against the budget's 12. Part of it was the detector's squares, all of a batch's
+# stacked with their outputs at once (a 1080p photo searched down to 48 px is 78 squares): run a
+# model batch at a time, this burst's peak went from 625-642 to 383-413 MB in two runs each.
+# 500 MB keeps the bound.
 HEADROOM_MB = 500
 
 

@@ -3,11 +3,11 @@
 Both ``balanced`` and ``accurate`` search for faces down to 48 px, in tiles where a pass over
 the whole image does not see them; in an image of 768 px or less only where that pass found no
 portrait (one sure, large face; ``stages.face_search``). On scripts/eval_recall.py's
-canvases of 640x480 to 1280x720, 48 px faces went from 50% to 84% found and 64 px from 75% to
-94%, with no false faces added.
-On the large dev set the false faces went from 13 to 12, with its photos' p50 unchanged (the
-search runs on 7% of them). Searching 48 px in every 450 px photo, tried before, returned 7
-more false faces there (22 against 15).
+canvases of 640x480 to 1280x720, 48 px faces went from 50% to 86% found and 64 px from 75% to
+95%, with no false faces added. On the large dev set the false faces went from 13 to 12
+(accurate: 15, as before), with its photos' p50 unchanged (the search runs on 7% of them).
+Searching 48 px in every 450 px photo, tried before, returned 7 more false faces there (22
+against 15).
 
 What each stage costs and buys is measured by ``scripts/ablate.py`` (``make ablate``) on the
 large AFLW2000-3D dev set; the README's table is its output. ``accurate`` is the full pipeline.
