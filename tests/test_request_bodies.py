@@ -102,6 +102,9 @@ def status_and_error(reply: bytes) -> tuple[int, dict[str, str], dict[str, str]]
      + b"\r\nContent-Length: 0\r\n\r\n", 431, "headers_too_large"),
     (b"POST /v1/faces HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 20_000 + b"\r\n", 431,
      "headers_too_large"),
+    # Whole in one send, and so in one read: h11 alone would take it.
+    (b"POST /v1/faces HTTP/1.1\r\nHost: a\r\nX-Big: " + b"z" * 200_000 + b"\r\n\r\n", 431,
+     "headers_too_large"),
 ])
 def test_a_head_over_the_limit_gets_json_and_a_readable_close(
         server_url: str, request_bytes: bytes, status: int, code: str) -> None:
@@ -113,8 +116,15 @@ def test_a_head_over_the_limit_gets_json_and_a_readable_close(
     assert str(MAX_HEAD_BYTES // 1024) in error["message"]
 
 
-def test_a_malformed_head_gets_the_json_error_shape(server_url: str) -> None:
-    reply = exchange(server_url, b"POST /v1/faces HTTP/1.1\r\nHost a\r\n\r\n")
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /v1/faces HTTP/1.1\r\nHost a\r\n\r\n",
+    # A malformed head with a large body behind it in the same send: malformed, not too large.
+    b"POST /v1/faces HTTP/1.1\r\nBad Header\r\nContent-Length: 100000\r\n\r\n"
+    + b"x" * 100_000,
+])
+def test_a_malformed_head_gets_the_json_error_shape(server_url: str,
+                                                    request_bytes: bytes) -> None:
+    reply = exchange(server_url, request_bytes)
     got_status, headers, error = status_and_error(reply)
     assert (got_status, error["code"]) == (400, "bad_request")
     assert headers["content-type"] == "application/json"

@@ -151,3 +151,10 @@ def test_one_sure_face_is_a_portrait_and_two_are_a_group() -> None:
     assert not is_portrait(detections((320, 240, 70, 0.9)), search)  # small
     assert not is_portrait(detections((200, 240, 98, 0.9), (450, 240, 60, 0.8)),
                            search)  # a group
+
+
+def test_a_degenerate_box_takes_no_face_with_it() -> None:
+    """A box of no area is inside any other: it must not drop a real face around it."""
+    found = Detections(np.array([[300.0, 200.0, 300.0, 200.0], [250.0, 150.0, 350.0, 250.0]]),
+                       np.zeros((2, 6, 2)), np.array([0.9, 0.6]))
+    assert sorted(drop_enclosing_boxes(found).scores.tolist()) == [0.6, 0.9]

@@ -113,19 +113,20 @@ def decode_request_images(settings: Settings, images: EncodedImages, options: Re
                 raise plan
             with STAGE_SECONDS.labels("decode").time():
                 image = decode_pixels(data, plan.image_format, plan.reduction)
+            # Decoded at full size, the pixels say the size; reduced, the header does (each
+            # side of a reduced decode is rounded up, so its shape cannot be scaled back).
+            height, width = image.shape[:2]
+            reduction = plan.reduction
+            if reduction > 1:
+                width, height = plan.width, plan.height
+            # Intrinsics that cannot describe this image fail it, not the request's others.
+            camera = options.camera_for(width, height, settings.default_fov_deg)
         except FaceposeError as exc:
             IMAGE_ERRORS.labels(exc.code).inc()
             if images.whole:
                 raise
             outcomes.append(ImageOutcome(index, error=exc))
             continue
-        # Decoded at full size, the pixels say the size; reduced, the header does (each side
-        # of a reduced decode is rounded up, so its shape cannot be scaled back).
-        height, width = image.shape[:2]
-        reduction = plan.reduction
-        if reduction > 1:
-            width, height = plan.width, plan.height
-        camera = options.camera_for(width, height, settings.default_fov_deg)
         boxes = images.boxes[index] if images.boxes is not None else None
         if reduction > 1:
             camera = rescale_camera(camera, 1 / reduction)

@@ -76,6 +76,11 @@ class ObserveRequests:
             log_request(request_id, "http", scope["method"], path, str(status), seconds)
 
 
+# What a request refused once the drain is over may send before its answer; past it, the rest
+# is left unread.
+DRAIN_READ_LIMIT_BYTES = 1 << 20
+
+
 class DrainConnections:
     """While the gateway drains (``draining()``), every response says Connection: close, so
     that a client takes its next request to a new connection, which the load balancer sends
@@ -100,6 +105,14 @@ class DrainConnections:
             await send(message)
 
         if self.stopping():
+            # The body read first (up to a bound): a socket closed with unread data may reset
+            # before the client has read the answer.
+            read = 0
+            while read <= DRAIN_READ_LIMIT_BYTES:
+                message = await receive()
+                read += len(message.get("body", b""))
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    break
             refused = self.refusal(ShuttingDown("the service is shutting down: send again, to "
                                                 "another replica"))
             await refused(scope, receive, send_closing)

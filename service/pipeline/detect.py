@@ -168,8 +168,9 @@ def detect_in_squares(
     thresholds = np.broadcast_to(np.maximum(np.asarray(min_score, np.float64), layout.min_score),
                                  (len(squares),))
     results: list[Detections] = []
-    for start in range(0, len(squares), spec.max_batch_size):
-        part = slice(start, start + spec.max_batch_size)
+    batch = max(1, spec.max_batch_size)  # 0: a model without batching takes one at a time
+    for start in range(0, len(squares), batch):
+        part = slice(start, start + batch)
         results += _detect_batch(runtime, model, anchors, np.stack(squares[part]),
                                  to_image[part], thresholds[part])
     return results
@@ -259,7 +260,7 @@ def drop_enclosing_boxes(found: Detections) -> Detections:
         top_left = np.maximum(boxes[outer, :2], boxes[:, :2])
         bottom_right = np.minimum(boxes[outer, 2:], boxes[:, 2:])
         inside = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-        enclosed = (inside >= ENCLOSED_SHARE * areas) & (sides < sides[outer])
+        enclosed = (areas > 0) & (inside >= ENCLOSED_SHARE * areas) & (sides < sides[outer])
         enclosed[outer] = False
         better = enclosed & (scores >= scores[outer])
         loose = enclosed & (sides[outer] >= LOOSE_BOX_SIDE_RATIO * sides) & (

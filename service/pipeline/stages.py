@@ -243,7 +243,7 @@ def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], preset
     # which on a 1080p photo are still a tenth of it.
     found_first = [merge_detections(t, s) for s, t in zip(short, tiled, strict=True)]
     later = [i for i, search in enumerate(searches) if search.portrait_px is not None
-             and not is_portrait(found_first[i], search)]
+             and not is_portrait(drop_enclosing_boxes(found_first[i]), search)]
     small = ([i for i, request in enumerate(requests)
               if not has_large_face(found_first[i], request)]
              if full_range is FullRange.WHERE_NO_LARGE_FACE else [])
@@ -252,13 +252,16 @@ def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], preset
         full_range_call = side_calls().submit(
             run_detector, runtime, FULL_RANGE, [images[i] for i in small], lowest) if small \
             else None
-        for i, found in zip(later, detect_in_tiles(
-                runtime, [images[i] for i in later], [searches[i].asked_px for i in later],
-                lowest), strict=True):
-            tiled[i] = scored(found, requests[i])
-        if full_range_call is not None:
-            for i, found in zip(small, full_range_call.result(), strict=True):
-                full[i] = scored(found, requests[i])
+        try:
+            for i, found in zip(later, detect_in_tiles(
+                    runtime, [images[i] for i in later], [searches[i].asked_px for i in later],
+                    lowest), strict=True):
+                tiled[i] = scored(found, requests[i])
+        finally:
+            # Waited for whatever happens here: its thread's work, and error, are this call's.
+            full_found = full_range_call.result() if full_range_call is not None else []
+        for i, found in zip(small, full_found, strict=True):
+            full[i] = scored(found, requests[i])
     results = []
     for index, (s, f, t, request) in enumerate(zip(short, full, tiled, requests, strict=True)):
         # A face found in a tile as well keeps the tile's box: the tile saw it larger and
