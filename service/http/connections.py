@@ -64,6 +64,7 @@ class HeadDeadlineProtocol(H11Protocol):
         self.head_timeout_s = head_timeout_s
         self._head_deadline: asyncio.TimerHandle | None = None
         self._lingering = False
+        self._idle_bytes = 0  # received since the connection last waited for a head
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -74,12 +75,17 @@ class HeadDeadlineProtocol(H11Protocol):
             return  # the rest of a refused request
         if self.conn.their_state is h11.IDLE:
             # h11 bounds only a head that is still incomplete: one that arrives whole in a
-            # read (up to 256 KiB) would pass. The limit is checked here on what has come.
-            buffered = self.conn.trailing_data[0] + data
-            if head_over_limit(buffered):
-                self._refuse(head_refusal(buffered))
-                return
+            # read (up to 256 KiB) would pass. The limit is checked here on what has come,
+            # the buffer copied only once that is more than a head may be.
+            self._idle_bytes += len(data)
+            if self._idle_bytes > MAX_HEAD_BYTES:
+                buffered = self.conn.trailing_data[0] + data
+                if head_over_limit(buffered):
+                    self._refuse(head_refusal(buffered))
+                    return
         super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._idle_bytes = 0
         # Still IDLE on the client's side: the head has not all arrived.
         if self.conn.their_state is h11.IDLE:
             self._start_head_deadline()

@@ -25,7 +25,7 @@ from service.pipeline.records import (
     Preset,
 )
 from service.pipeline.scale import rescale_boxes, rescale_camera, rescale_landmarks
-from service.pipeline.solve import load_canonical_face, mesh_in_camera_mm
+from service.pipeline.solve import CanonicalFace, Pose, load_canonical_face, mesh_in_camera_mm
 from service.pipeline.uncertainty import box_side_px, uncertainty_deg
 from service.runtime.base import InferenceRuntime
 
@@ -43,6 +43,34 @@ def to_full_size(result: ImageResult, reduction: int) -> ImageResult:
     return replace(result, camera=rescale_camera(result.camera, reduction))
 
 
+def posed_face(index: int, box: np.ndarray, score: float, landmarks: np.ndarray,
+               presence: float, pose: Pose, preset: Preset, request: ImageRequest,
+               face_model: CanonicalFace) -> Face | DroppedBox:
+    """Face ``index`` of an image as a client gets it, or why it is left out."""
+    options = request.options
+    if presence < options.min_presence:
+        return DroppedBox(index, DropReason.MIN_PRESENCE,
+                          f"presence {presence:.3f} is under min_presence "
+                          f"{options.min_presence:g}: the face mesh sees no face there")
+    if not np.isfinite(landmarks[NUM_VERTICES:]).all():
+        landmarks = landmarks[:NUM_VERTICES]  # V1 refound it: no V2 irises
+    uncertainty = uncertainty_deg(pose, presence, box_side_px(box), preset.name,
+                                  request.reduction)
+    limit = options.max_uncertainty_deg
+    if limit is not None and not uncertainty <= limit:
+        return DroppedBox(index, DropReason.MAX_UNCERTAINTY_DEG,
+                          f"uncertainty {uncertainty:.2f} deg is over max_uncertainty_deg "
+                          f"{limit:g}")
+    vertices = mesh_in_camera_mm(landmarks, pose, face_model.vertices_mm, request.camera)
+    if not all(np.isfinite(a).all() for a in (box, landmarks, vertices, pose.r_cam_from_model,
+                                              pose.t_cam_from_model_mm)):
+        # A degenerate fit (noise the detector took for a face) has no pose to give.
+        return DroppedBox(index, DropReason.NO_POSE,
+                          "the face mesh fitted in this box gives no finite pose")
+    return Face(box, score, presence, pose, landmarks, vertices, uncertainty,
+                box_index=index if request.boxes is not None else None)
+
+
 def finish(runtime: InferenceRuntime, work: ImageWork, preset: Preset) -> ImageResult:
     """The faces a client gets: present, with a pose, their meshes in mm, irises if asked. A
     client's box whose face is left out gets a ``DroppedBox`` saying why."""
@@ -54,35 +82,12 @@ def finish(runtime: InferenceRuntime, work: ImageWork, preset: Preset) -> ImageR
     given = request.boxes is not None
     for index, (box, score, face_landmarks, face_presence, pose) in enumerate(zip(
             work.boxes, work.scores, work.landmarks, work.presence, work.poses, strict=True)):
-        dropped = None
-        if face_presence < options.min_presence:
-            dropped = DroppedBox(index, DropReason.MIN_PRESENCE,
-                                 f"presence {face_presence:.3f} is under min_presence "
-                                 f"{options.min_presence:g}: the face mesh sees no face there")
-        else:
-            if not np.isfinite(face_landmarks[NUM_VERTICES:]).all():
-                face_landmarks = face_landmarks[:NUM_VERTICES]  # V1 refound it: no V2 irises
-            uncertainty = uncertainty_deg(pose, float(face_presence), box_side_px(box),
-                                          preset.name, request.reduction)
-            limit = options.max_uncertainty_deg
-            vertices = mesh_in_camera_mm(face_landmarks, pose, face_model.vertices_mm,
-                                         request.camera)
-            if limit is not None and not uncertainty <= limit:
-                dropped = DroppedBox(index, DropReason.MAX_UNCERTAINTY_DEG,
-                                     f"uncertainty {uncertainty:.2f} deg is over "
-                                     f"max_uncertainty_deg {limit:g}")
-            elif not all(np.isfinite(a).all() for a in (box, face_landmarks, vertices,
-                                                        pose.r_cam_from_model,
-                                                        pose.t_cam_from_model_mm)):
-                # A degenerate fit (noise the detector took for a face) has no pose to give.
-                dropped = DroppedBox(index, DropReason.NO_POSE,
-                                     "the face mesh fitted in this box gives no finite pose")
-        if dropped is None:
-            result.faces.append(Face(box, float(score), float(face_presence), pose,
-                                     face_landmarks, vertices, uncertainty,
-                                     box_index=index if given else None))
+        answer = posed_face(index, box, float(score), face_landmarks, float(face_presence),
+                            pose, preset, request, face_model)
+        if isinstance(answer, Face):
+            result.faces.append(answer)
         elif given:
-            result.dropped_boxes.append(dropped)
+            result.dropped_boxes.append(answer)
     if given:
         assert request.boxes is not None
         result.dropped_boxes.extend(

@@ -262,14 +262,14 @@ def detect_faces(runtime: InferenceRuntime, requests: list[ImageRequest], preset
             full_found = full_range_call.result() if full_range_call is not None else []
         for i, found in zip(small, full_found, strict=True):
             full[i] = scored(found, requests[i])
-    results = []
+    results, tiled_later = [], set(later)
     for index, (s, f, t, request) in enumerate(zip(short, full, tiled, requests, strict=True)):
         # A face found in a tile as well keeps the tile's box: the tile saw it larger and
         # without the letterbox's padding, which on a wide photo inflates the box.
         found = drop_enclosing_boxes(merge_detections(t, merge_detections(s, f)))
         found = found.take(np.argsort(-found.scores)[: request.options.max_faces])
         searched = searches[index].searched_px(
-            searches[index].tiles_first is not None or index in later)
+            searches[index].tiles_first is not None or index in tiled_later)
         results.append((found, searched))
     return results
 
