@@ -154,6 +154,18 @@ def run(runtime: CountingRuntime, settings: Settings, faces: list[Labelled], pre
     return found, cpu, Counter(runtime.calls), Counter(runtime.items), returned - len(found)
 
 
+def peer_eulers(faces: list[Labelled], found: dict[str, list[dict[str, Any]]]
+                ) -> dict[str, np.ndarray]:
+    """Per labelled face a peer found, its (pitch, yaw, roll) degrees."""
+    eulers = {}
+    for face in faces:
+        match = match_face(found.get(f"{face.name}.jpg", []), face.truth_box)
+        if match is not None:
+            euler = match["euler_deg"]
+            eulers[face.name] = np.array([euler["pitch"], euler["yaw"], euler["roll"]])
+    return eulers
+
+
 def mae(faces: list[Labelled], euler: dict[str, np.ndarray]) -> float:
     errors = [np.abs(euler[f.name] - f.euler_deg) for f in faces if f.name in euler]
     return float(np.mean(errors)) if errors else float("nan")
@@ -181,26 +193,20 @@ def main() -> int:
     require_labelled_set("ablate", args.directory)
 
     faces = labelled_faces(args.directory, args.limit)
-    peer: dict[str, np.ndarray] = {}
-    legacy = peer_faces(args.directory)
-    for name, peer_found in peer_faces(args.directory, peer="landmarker").items():
-        truth = next((f for f in faces if f"{f.name}.jpg" == name), None)
-        match = None if truth is None else match_face(peer_found, truth.truth_box)
-        if truth is not None and match is not None:
-            euler = match["euler_deg"]
-            peer[truth.name] = np.array([euler["pitch"], euler["yaw"], euler["roll"]])
+    peer = peer_eulers(faces, peer_faces(args.directory, peer="landmarker"))
+    legacy = peer_eulers(faces, peer_faces(args.directory))
 
     settings = Settings()
     runtime = CountingRuntime(create_runtime(settings))
     run(runtime, settings, faces[:5], ACCURATE, boxes=False)  # warm-up
-    legacy_found = sum(1 for f in faces if match_face(legacy.get(f"{f.name}.jpg", []),
-                                                      f.truth_box) is not None)
+    legacy_found = len(legacy)
     print(f"{len(faces)} labelled faces in {args.directory}; the peer (FaceLandmarker) finds "
           f"{len(peer)} ({len(peer) / len(faces):.1%}), MAE {mae(faces, peer):.2f} on them; "
           f"the legacy face mesh {legacy_found} ({legacy_found / len(faces):.1%})\n")
     header = (f"{'configuration':<38}{'coverage':>9}{'MAE':>6}{'MAE common':>11}{'peer':>6}"
               f"{'NME68':>8}{'CPU ms':>8}{'calls':>7}{'crops':>7}{'others':>7}"
-              + (f"{'boxes MAE':>10}" if args.boxes else "") + "  bands common: ours/peer")
+              + (f"{'boxes MAE':>10}" if args.boxes else "")
+              + "  bands common: ours/peer   legacy common: ours/legacy")
     print(header)
     rows = []
     for label, preset in configurations():
@@ -221,6 +227,9 @@ def main() -> int:
             "other_faces": others,
             "bands_common": band_maes(common, euler), "peer_bands_common": band_maes(common, peer),
         }
+        with_legacy = [f for f in faces if f.name in euler and f.name in legacy]
+        row["legacy_mae_common"] = mae(with_legacy, euler)
+        row["legacy_peer_mae_common"] = mae(with_legacy, legacy)
         if args.boxes:
             boxed, *_ = run(runtime, settings, faces, preset, boxes=True)
             row["boxes_mae"] = mae(faces, {name: f["euler"] for name, f in boxed.items()})
@@ -231,7 +240,9 @@ def main() -> int:
               f"{row['other_faces']:>7}"
               + (f"{row['boxes_mae']:>10.2f}" if args.boxes else "")
               + "  " + " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(
-                  row["bands_common"], row["peer_bands_common"], strict=True)), flush=True)
+                  row["bands_common"], row["peer_bands_common"], strict=True))
+              + f"   {row['legacy_mae_common']:.2f}/{row['legacy_peer_mae_common']:.2f}",
+              flush=True)
     print("\nMAE common: on the faces both this configuration and the peer find; peer: the "
           "peer's MAE on those same faces.")
     if args.json:
