@@ -1,11 +1,12 @@
 """Tracking against per-frame detection on the same synthetic video (tests/video.py).
 
-    python scripts/bench_tracking.py [--frames 300] [--no-gateway]
+    python scripts/bench_tracking.py [--frames 300] [--no-gateway] [--streams 1 8]
 
 In process, one frame at a time, JPEG decode included: `/v1/faces`'s pipeline on every frame,
 then the stream tracker with the detector on every frame and every 10th frame. Then end to
 end against a local gateway: `POST /v1/faces` per frame against `/v1/stream`, each frame sent
-once the last one is answered. Prints frames/s and per-frame latency.
+once the last one is answered; then that many WebSocket streams at once (``--streams``), each
+sending the video. Prints frames/s (all streams together) and per-frame latency.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import base64
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -125,16 +127,62 @@ def end_to_end(video: Video) -> list[Row]:
     return rows
 
 
+def stream_video(url: str, frames: list[bytes], latencies: list[float],
+                 detected: list[int]) -> None:
+    """One WebSocket client sending ``frames``, each once the last one is answered."""
+    ws = websocket.create_connection(url.replace("http://", "ws://") + "/v1/stream")
+    try:
+        for data in frames:
+            tick = time.perf_counter()
+            ws.send(json.dumps({"type": "frame", "image": base64.b64encode(data).decode()}))
+            answer = json.loads(ws.recv())
+            latencies.append(time.perf_counter() - tick)
+            assert answer["error"] is None, answer["error"]
+            detected.append(int(answer["detected"]))
+    finally:
+        ws.close()
+
+
+def concurrent_streams(video: Video, counts: list[int]) -> list[Row]:
+    """``count`` WebSocket streams at once against one gateway, each sending the whole video."""
+    rows = []
+    with gateway({}) as (url, _, _):
+        stream_video(url, video.encoded[:10], [], [])  # warm-up, not counted
+        for count in counts:
+            latencies: list[list[float]] = [[] for _ in range(count)]
+            detected: list[list[int]] = [[] for _ in range(count)]
+            clients = [threading.Thread(target=stream_video,
+                                        args=(url, video.encoded, latencies[k], detected[k]))
+                       for k in range(count)]
+            started = time.perf_counter()
+            for client in clients:
+                client.start()
+            for client in clients:
+                client.join()
+            total = time.perf_counter() - started
+            every = [s for per_stream in latencies for s in per_stream]
+            if len(every) != count * len(video.encoded):
+                raise RuntimeError("a stream ended early; see the assertion above")
+            p50, p95 = np.percentile(every, [50, 95]) * 1000
+            rows.append((f"gateway: {count} WebSocket stream{'s' if count > 1 else ''} at "
+                         "once, detector every 10 frames", len(every) / total, float(p50),
+                         float(p95), sum(map(sum, detected))))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--no-gateway", action="store_true", help="in-process rows only")
+    parser.add_argument("--streams", type=int, nargs="*", default=[1, 8],
+                        help="concurrent WebSocket streams, one row each (none: no rows)")
     args = parser.parse_args()
     video = synthetic_video(frames=args.frames)
     rows = in_process(video)
     if not args.no_gateway:
         rows += end_to_end(video)
+        rows += concurrent_streams(video, args.streams)
     print(f"{args.frames} frames, 640x480 JPEG, one face, one frame at a time\n")
     print("| mode | frames/s | p50 ms | p95 ms | detector runs |")
     print("| --- | --- | --- | --- | --- |")
@@ -145,6 +193,9 @@ def main() -> int:
           f"{rows[2][1] / base:.2f}x; median latency {rows[0][2] / rows[2][2]:.2f}x lower")
     if len(rows) > 3:
         print(f"end to end: {rows[4][1] / rows[3][1]:.2f}x the frames/s of POST per frame")
+    if len(rows) > 6:
+        print(f"{args.streams[-1]} streams at once: {rows[-1][1] / rows[5][1]:.2f}x the frames/s "
+              "of one")
     return 0
 
 
