@@ -12,6 +12,7 @@ sending the video. Prints frames/s (all streams together) and per-frame latency.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import sys
@@ -31,7 +32,7 @@ from bench import gateway
 
 from service.app.images import EncodedImages, decode_request_images
 from service.app.options import options_model
-from service.app.streams import FrameIn, StreamSession, parse_config
+from service.app.streams import FrameIn, InThread, StreamSession, parse_config
 from service.config import Settings
 from service.pipeline.estimate import estimate_faces
 from service.runtime import create_runtime
@@ -75,6 +76,8 @@ def in_process(video: Video) -> list[Row]:
     settings = Settings()
     runtime = CountingRuntime(create_runtime(settings))
     options = options_model(settings)()
+    engine = InThread(runtime)
+    loop = asyncio.new_event_loop()  # one for all frames, as a server's
 
     def detect_each(k: int, data: bytes) -> None:
         (decoded,) = decode_request_images(settings, EncodedImages([data], whole=True),
@@ -85,16 +88,17 @@ def in_process(video: Video) -> list[Row]:
     rows = [timed("in process: /v1/faces pipeline per frame", video.encoded, detect_each,
                   lambda: runtime.detector_runs)]
     for detect_every in (1, 10):
-        session = StreamSession(settings, runtime, parse_config(
-            settings, {"detect_every": detect_every}), "bench")
+        session = StreamSession(settings, parse_config(settings, {"detect_every": detect_every}),
+                                "bench")
 
         def track(k: int, data: bytes, session: StreamSession = session) -> None:
             # No timestamps: the session spaces frames 1/30 s apart.
-            session.process(FrameIn(data))
+            loop.run_until_complete(session.process(FrameIn(data), engine))
 
         rows.append(timed(f"in process: tracking, detector every {detect_every} frame"
                           f"{'s' if detect_every > 1 else ''}", video.encoded, track,
                           lambda: runtime.detector_runs))
+    loop.close()
     runtime.close()
     return rows
 

@@ -21,7 +21,12 @@ import httpx
 
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
-from service.grpc.decode import INCLUDE_VALUES, image_result_to_dict
+from service.grpc.decode import (
+    INCLUDE_VALUES,
+    INTRINSICS_OPTIONS,
+    OPTION_NAMES,
+    image_result_to_dict,
+)
 
 # Room for many full-size images per call, as the server allows.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -46,28 +51,15 @@ def check_option_names(options: dict[str, Any], known: Sequence[str]) -> None:
         raise ValueError(f"unknown option(s) {unknown}; choose from {sorted(known)}")
 
 
-OPTION_NAMES = ("max_faces", "min_score", "min_presence", "quality", "min_face_px",
-                "max_uncertainty_deg", "fx", "fy", "cx", "cy")
-
-
-def grpc_options(include: Sequence[str] = (), max_faces: int | None = None,
-                 min_score: float | None = None, min_presence: float | None = None,
-                 quality: str | None = None, min_face_px: int | None = None,
-                 max_uncertainty_deg: float | None = None, fx: float | None = None,
-                 fy: float | None = None, cx: float | None = None,
-                 cy: float | None = None) -> pb.Options:
-    """The Options message; ValueError for an include name the service does not know."""
-    options = pb.Options(include=[INCLUDE_VALUES[name] for name in check_include(include)])
-    for name, value in (("max_faces", max_faces), ("min_score", min_score),
-                        ("min_presence", min_presence), ("quality", quality),
-                        ("min_face_px", min_face_px),
-                        ("max_uncertainty_deg", max_uncertainty_deg)):
+def grpc_options(include: Sequence[str] = (), **options: Any) -> pb.Options:
+    """The Options message from REST's option names (``max_faces=4``, ``fx=800.0``, ...), those
+    given as None left unset; ValueError for a name the service does not know."""
+    check_option_names(options, OPTION_NAMES)
+    message = pb.Options(include=[INCLUDE_VALUES[name] for name in check_include(include)])
+    for name, value in options.items():
         if value is not None:
-            setattr(options, name, value)
-    for name, value in (("fx", fx), ("fy", fy), ("cx", cx), ("cy", cy)):
-        if value is not None:
-            setattr(options.intrinsics, name, value)
-    return options
+            setattr(message.intrinsics if name in INTRINSICS_OPTIONS else message, name, value)
+    return message
 
 
 class RestClient:

@@ -15,13 +15,14 @@ from service.app.admission import DEFAULT_INFLIGHT_MB, MB, Held, inflight_budget
 from service.app.core import Core
 from service.app.flow import estimate_request
 from service.app.images import EncodedImages, ImageOutcome
-from service.app.options import RequestOptions, options_model
+from service.app.options import Include, RequestOptions, options_model
 from service.app.refusals import refusal_for
 from service.app.streams import parse_config
-from service.client import GrpcClient, RestClient
+from service.client import GrpcClient, RestClient, grpc_options
 from service.config import Settings
 from service.gateway import create_gateway
 from service.grpc import facepose_pb2 as pb
+from service.grpc.decode import INCLUDE_VALUES, OPTION_NAMES
 from service.grpc.messages import options_from_proto
 from service.runtime import create_runtime
 from service.runtime.base import InferenceRuntime
@@ -83,6 +84,20 @@ def test_grpc_options_are_validated_by_the_same_model() -> None:
         options_from_proto(model, pb.Options(include=[99]))
     with pytest.raises(errors.BadOption, match="max_faces"):
         options_from_proto(model, pb.Options(max_faces=0))
+
+
+def test_every_option_is_in_the_proto_and_every_include_name_too() -> None:
+    """The clients and the gRPC adapter read the option names from the proto: one declared in
+    RequestOptions alone would be unreachable over gRPC."""
+    assert {"include", *OPTION_NAMES} == set(RequestOptions.model_fields)
+    assert set(INCLUDE_VALUES) == {item.value for item in Include}
+    fields = {"max_faces": 3, "min_score": 0.4, "min_presence": 0.6, "quality": "fast",
+              "min_face_px": 64, "max_uncertainty_deg": 20.0, "fx": 800.0, "fy": 810.0,
+              "cx": 300.0, "cy": 200.0}
+    assert set(fields) == set(OPTION_NAMES)
+    options = options_from_proto(options_model(SETTINGS), grpc_options(["iris"], **fields))
+    assert options.model_dump(exclude={"include"}) == pytest.approx(fields)
+    assert options.pipeline.iris and options.pipeline.min_face_px == 64
 
 
 def test_the_python_clients_refuse_a_bad_option_before_sending() -> None:

@@ -18,7 +18,7 @@ import pytest
 import websocket
 
 from service.app.admission import MemoryBudget
-from service.app.streams import FrameDone, FrameIn, Outgoing, StreamRunner
+from service.app.streams import FrameDone, FrameIn, InThread, Outgoing, StreamRunner
 from service.config import Settings
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
@@ -376,7 +376,7 @@ def test_at_most_the_frames_in_flight_are_read_ahead_of_the_answers(video: Video
             answered += 1
 
     try:
-        runner = StreamRunner(settings, runtime, MemoryBudget(1 << 40), "test")
+        runner = StreamRunner(settings, InThread(runtime), MemoryBudget(1 << 40), "test")
         asyncio.run(runner.run(receive, send))
     finally:
         runtime.close()

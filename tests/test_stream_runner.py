@@ -1,31 +1,41 @@
-"""StreamRunner's bounds, in process: a client that stops reading, a client that vanishes."""
+"""StreamRunner in process: its bounds (a client that stops reading, a client that vanishes, the
+memory budget) and its frames as requests of the batcher."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from functools import partial
 
+import numpy as np
 import pytest
 
 from service.app.admission import MB, MemoryBudget
+from service.app.batcher import RequestBatcher
 from service.app.streams import (
     ConfigIn,
     FrameDone,
     FrameIn,
     Incoming,
+    InThread,
     Outgoing,
     StreamIdle,
     StreamRunner,
 )
 from service.config import Settings
+from service.pipeline.estimate import estimate_faces
+from service.pipeline.presets import PRESETS
+from service.pipeline.records import ImageRequest, ImageResult
 from service.runtime import create_runtime
+from service.runtime.base import InferenceRuntime
 from tests.images import astronaut, encode
 
 
 def test_a_client_that_reads_nothing_is_ended_after_the_idle_timeout() -> None:
     settings = Settings(stream_idle_timeout_s=0.3)
-    runner = StreamRunner(settings, create_runtime(settings), MemoryBudget(1 << 40), "websocket")
+    runner = StreamRunner(settings, InThread(create_runtime(settings)), MemoryBudget(1 << 40),
+                          "websocket")
     sent = iter([ConfigIn({})])
 
     async def receive() -> Incoming | None:
@@ -47,12 +57,29 @@ def test_a_client_that_reads_nothing_is_ended_after_the_idle_timeout() -> None:
     assert asyncio.run(asyncio.wait_for(scenario(), 10)) < 2.0
 
 
+class SlowEngine(InThread):
+    """Each frame's model calls take 0.3 s longer; ``busy`` while they run."""
+
+    def __init__(self, runtime: InferenceRuntime) -> None:
+        super().__init__(runtime)
+        self.busy = threading.Event()
+
+    async def submit(self, requests: list[ImageRequest]) -> list[ImageResult]:
+        def run() -> list[ImageResult]:
+            self.busy.set()
+            time.sleep(0.3)
+            results = estimate_faces(self.runtime, requests)
+            self.busy.clear()
+            return results
+
+        return await asyncio.to_thread(run)
+
+
 def test_a_vanished_client_releases_the_stream_only_after_its_frame_is_done() -> None:
     settings = Settings()
-    runner = StreamRunner(settings, create_runtime(settings), MemoryBudget(1 << 40), "websocket")
+    engine = SlowEngine(create_runtime(settings))
+    runner = StreamRunner(settings, engine, MemoryBudget(1 << 40), "websocket")
     frame = encode(astronaut())
-    workers_busy = threading.Event()
-    original = None
 
     async def receive() -> Incoming | None:
         return FrameIn(frame, timestamp_ms=0.0)
@@ -61,25 +88,12 @@ def test_a_vanished_client_releases_the_stream_only_after_its_frame_is_done() ->
         return None
 
     async def scenario() -> tuple[bool, bool]:
-        nonlocal original
         running = asyncio.create_task(runner.run(receive, send))
-        while runner.session is None:
-            await asyncio.sleep(0.001)
-        original = runner.session.process
-
-        def slow_process(item: FrameIn) -> dict:
-            workers_busy.set()
-            time.sleep(0.3)
-            result = original(item)
-            workers_busy.clear()
-            return result
-
-        runner.session.process = slow_process  # type: ignore[method-assign]
-        while not workers_busy.is_set():
+        while not engine.busy.is_set():
             await asyncio.sleep(0.001)
         running.cancel()  # the client is gone mid-frame
         await asyncio.gather(running, return_exceptions=True)
-        return running.cancelled(), workers_busy.is_set()
+        return running.cancelled(), engine.busy.is_set()
 
     cancelled, still_working = asyncio.run(asyncio.wait_for(scenario(), 10))
     assert cancelled
@@ -114,8 +128,73 @@ def test_a_streams_frames_hold_the_memory_budget_until_answered() -> None:
                 answers.append((outgoing.outcome.frame_id, error and error.code))
 
         try:
-            asyncio.run(StreamRunner(settings, runtime, memory, "websocket").run(receive, send))
+            runner = StreamRunner(settings, InThread(runtime), memory, "websocket")
+            asyncio.run(runner.run(receive, send))
         finally:
             runtime.close()
     assert answers == [("fits", None), ("no room", "overloaded"), ("fits again", None)]
     assert memory.held == 0
+
+
+class MeshBatches:
+    """The real runtime, noting the batch size of every face-mesh call."""
+
+    def __init__(self, runtime: InferenceRuntime) -> None:
+        self.runtime, self.specs = runtime, runtime.specs
+        self.batches: list[int] = []
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if model == PRESETS["balanced"].mesh_model:
+            self.batches.append(len(next(iter(inputs.values()))))
+        return self.runtime.infer(model, inputs)
+
+    def is_ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+def test_concurrent_streams_share_model_calls_through_the_batcher() -> None:
+    """Two streams' frames ride in the same groups: each frame after the first fits both
+    streams' faces in one mesh call, and each stream keeps its own track ids."""
+    settings = Settings()
+    runtime = MeshBatches(create_runtime(settings))
+    frame = encode(astronaut())
+    frames = 6
+
+    async def stream(batcher: RequestBatcher, answers: list[list[int]]) -> None:
+        sent = iter([ConfigIn({"detect_every": 100})]
+                    + [FrameIn(frame, 40.0 * k) for k in range(frames)])
+
+        async def receive() -> Incoming | None:
+            return next(sent, None)
+
+        async def send(outgoing: Outgoing) -> None:
+            if isinstance(outgoing, FrameDone):
+                assert outgoing.outcome.error is None
+                answers.append([track_id for track_id, _ in outgoing.outcome.faces])
+
+        await StreamRunner(settings, batcher, MemoryBudget(1 << 40), "websocket").run(
+            receive, send)
+
+    async def scenario() -> list[list[list[int]]]:
+        # One group at a time, each waiting for the frame the other stream has on its way.
+        batcher = RequestBatcher(partial(estimate_faces, runtime), max_images=8,
+                                 max_wait_s=1.0, workers=1, in_service=lambda: 0)
+        batcher.start()
+        answers: list[list[list[int]]] = [[], []]
+        try:
+            await asyncio.gather(*(stream(batcher, per_stream) for per_stream in answers))
+        finally:
+            await batcher.stop()
+        return answers
+
+    try:
+        answers = asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        runtime.close()
+    assert answers == [[[1]] * frames] * 2
+    # The first frame detects and fits (several calls); every later one follows both faces in
+    # one call.
+    assert runtime.batches[-(frames - 1):] == [2] * (frames - 1)

@@ -27,7 +27,7 @@ from service.pipeline.solve import (
     quaternion_wxyz,
     rotation_from_euler_deg,
 )
-from service.pipeline.tracker import FrameResult, Tracker, TrackerSettings
+from service.pipeline.tracker import FrameResult, Tracker, TrackerSettings, track_frame
 from service.runtime import create_runtime
 from service.runtime.base import InferenceRuntime
 from tests.video import Video, synthetic_video
@@ -93,11 +93,11 @@ def track(runtime: CountingRuntime, video: Video, smoothing: SmoothingParams | N
     frames = decoded(video)
     height, width = frames[0].shape[:2]
     camera = default_camera(width, height, 40.0)
-    tracker = Tracker(runtime, TrackerSettings(OPTIONS, detect_every, smoothing))
+    tracker = Tracker(TrackerSettings(OPTIONS, detect_every, smoothing))
     results, detector_frames = [], []
     for index, (frame, ms) in enumerate(zip(frames, video.timestamps_ms, strict=True)):
         before = runtime.calls[DETECTOR]
-        results.append(tracker.step(frame, camera, ms / 1000.0))
+        results.append(track_frame(runtime, tracker, frame, camera, ms / 1000.0))
         if runtime.calls[DETECTOR] > before:
             detector_frames.append(index)
     return Run(results, detector_frames)
@@ -177,13 +177,14 @@ def test_a_face_coming_into_view_is_picked_up_and_ids_persist(runtime: CountingR
     frames = decoded(video)[:30]
     visitor = cv2.resize(frames[0][150:350, 230:430], (140, 140))
     camera = default_camera(640, 480, 40.0)
-    tracker = Tracker(runtime, TrackerSettings(OPTIONS, 8, DEFAULT_SMOOTHING))
+    tracker = Tracker(TrackerSettings(OPTIONS, 8, DEFAULT_SMOOTHING))
     ids = []
     for k, frame in enumerate(frames):
         if k >= 12:
             frame = frame.copy()
             frame[10:150, 10:150] = visitor
-        ids.append(sorted(t.track_id for t in tracker.step(frame, camera, k / 30).faces))
+        result = track_frame(runtime, tracker, frame, camera, k / 30)
+        ids.append(sorted(t.track_id for t in result.faces))
     assert ids[:12] == [[1]] * 12
     assert ids[16:] == [[1, 2]] * (len(frames) - 16)
 
@@ -193,9 +194,10 @@ def test_a_face_that_leaves_ends_its_track_and_returns_with_a_new_id(
     frames = decoded(video)[:20]
     blank = np.full_like(frames[0], 90)
     camera = default_camera(640, 480, 40.0)
-    tracker = Tracker(runtime, TrackerSettings(OPTIONS, 10, None))
+    tracker = Tracker(TrackerSettings(OPTIONS, 10, None))
     sequence = frames[:8] + [blank] * 3 + frames[11:]
-    results = [tracker.step(frame, camera, k / 30) for k, frame in enumerate(sequence)]
+    results = [track_frame(runtime, tracker, frame, camera, k / 30)
+               for k, frame in enumerate(sequence)]
     ids = [[t.track_id for t in r.faces] for r in results]
     assert ids == [[1]] * 8 + [[]] * 3 + [[2]] * 9
     reasons = [r.detect_reason for r in results]
@@ -205,10 +207,10 @@ def test_a_face_that_leaves_ends_its_track_and_returns_with_a_new_id(
 
 def test_another_frame_size_starts_afresh(runtime: CountingRuntime, video: Video) -> None:
     frames = decoded(video)[:3]
-    tracker = Tracker(runtime, TrackerSettings(OPTIONS, 10, None))
-    tracker.step(frames[0], default_camera(640, 480, 40.0), 0.0)
+    tracker = Tracker(TrackerSettings(OPTIONS, 10, None))
+    track_frame(runtime, tracker, frames[0], default_camera(640, 480, 40.0), 0.0)
     smaller = cv2.resize(frames[1], (480, 360))
-    result = tracker.step(smaller, default_camera(480, 360, 40.0), 0.033)
+    result = track_frame(runtime, tracker, smaller, default_camera(480, 360, 40.0), 0.033)
     assert result.detect_reason == "none_tracked"
     assert [t.track_id for t in result.faces] == [2]
 

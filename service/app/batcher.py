@@ -1,14 +1,16 @@
 """Group the images of concurrent requests into one pipeline call (bounded wait and size).
 
 Each group's faces then reach every model in one batched call, so concurrent clients share
-model calls: on Triton that is one request per model per group.
+model calls: on Triton that is one request per model per group. Video streams' frames ride in the
+same groups as still images.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from service.metrics import GROUP_IMAGES, GROUP_REQUESTS, QUEUE_DEPTH, STAGE_SECONDS
@@ -41,6 +43,7 @@ class RequestBatcher:
         self._max_wait_s = max_wait_s
         self._workers = workers
         self._in_service = in_service
+        self._coming = 0  # submissions on their way that ``in_service`` does not count
         self._held = 0  # submissions in the group being collected
         self._running = 0  # submissions in groups being run
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -65,10 +68,21 @@ class RequestBatcher:
         QUEUE_DEPTH.inc(len(requests))
         return await future
 
+    @contextmanager
+    def coming(self) -> Iterator[None]:
+        """Count a submission on its way (a stream's frame, from when it is read to when it is
+        answered) as one a group may wait for, as ``in_service`` counts requests."""
+        self._coming += 1
+        try:
+            yield
+        finally:
+            self._coming -= 1
+
     def _more_may_come(self) -> bool:
         if self._in_service is None:
             return True
-        return self._in_service() > self._held + self._running + self._queue.qsize()
+        return (self._in_service() + self._coming
+                > self._held + self._running + self._queue.qsize())
 
     async def _collect(self) -> list[_Pending]:
         group = [await self._queue.get()]

@@ -10,6 +10,7 @@ Defaults and some limits are settings: ``options_model(settings)`` is the model 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import fields as dataclass_fields
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -126,12 +127,12 @@ class RequestOptions(BaseModel):
 
     @property
     def pipeline(self) -> PipelineOptions:
-        return PipelineOptions(self.max_faces, self.min_score, self.min_presence,
-                               iris=Include.IRIS in self.include,
-                               blendshapes=Include.BLENDSHAPES in self.include,
-                               quality=self.quality,
-                               min_face_px=self.min_face_px,
-                               max_uncertainty_deg=self.max_uncertainty_deg)
+        """What the pipeline reads: the options it has a field for, by name, and the includes
+        that cost model calls."""
+        same = {f.name: getattr(self, f.name) for f in dataclass_fields(PipelineOptions)
+                if f.name in type(self).model_fields}
+        return PipelineOptions(**same, iris=Include.IRIS in self.include,
+                               blendshapes=Include.BLENDSHAPES in self.include)
 
     @property
     def min_face_px_searched(self) -> int | None:

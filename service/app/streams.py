@@ -2,6 +2,11 @@
 in order, and the limits each stream is held to (frames in flight, idle time; streams open at
 once are the core's ``streams`` gate).
 
+A stream keeps only its own state (the tracker: tracks, ids, filters, clock). Each frame is held
+in the memory budget like a request's images and runs as a request of the core's batcher, in
+the same groups as still images and other streams' frames, so that concurrent streams share
+model calls.
+
 The WebSocket (``service/http/websocket.py``) and gRPC (``service/grpc/track_stream.py``)
 transports only turn their messages into ``Incoming`` items and the ``Outgoing`` ones back into
 messages.
@@ -13,8 +18,9 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +46,8 @@ from service.errors import (
 )
 from service.logs import LOGGER
 from service.metrics import STREAM_DETECTOR_RUNS, STREAM_FRAMES
+from service.pipeline.estimate import estimate_faces
+from service.pipeline.records import ImageRequest, ImageResult
 from service.pipeline.smoothing import DEFAULT_SMOOTHING, OneEuroParams, SmoothingParams
 from service.pipeline.solve import Camera
 from service.pipeline.tracker import Tracker, TrackerSettings
@@ -108,10 +116,10 @@ def stream_config_model(settings: Settings) -> type[StreamConfig]:
 
 @dataclass(frozen=True)
 class StreamSetup:
-    options: StreamConfig
+    options: StreamConfig  # as the client sent it
     tracker: TrackerSettings
     fps: float
-    effective: dict[str, Any]  # the settings in force, as the client is told them
+    effective: StreamConfig  # every setting in force, defaults filled in: the client is told
 
 
 def parse_config(settings: Settings, data: Any,
@@ -140,17 +148,11 @@ def parse_config(settings: Settings, data: Any,
     detect_every = config.detect_every or settings.stream_detect_every
     tracker = TrackerSettings(config.pipeline, detect_every,
                               smoothing if config.smoothing.enabled else None)
-    effective = {
-        "include": sorted(config.included), "max_faces": config.max_faces,
-        "min_score": config.min_score, "min_presence": config.min_presence,
-        "quality": config.quality.value, "min_face_px": config.min_face_px_searched,
-        "max_uncertainty_deg": config.max_uncertainty_deg,
-        "fx": config.fx, "fy": config.fy, "cx": config.cx, "cy": config.cy,
-        "detect_every": detect_every, "fps": config.fps,
-        "smoothing": {"enabled": config.smoothing.enabled,
-                      **{part: asdict(getattr(smoothing, part))
-                         for part in ("rotation", "translation", "landmarks")}},
-    }
+    effective = config.model_copy(update={
+        "min_face_px": config.min_face_px_searched, "detect_every": detect_every,
+        "smoothing": SmoothingIn(enabled=config.smoothing.enabled, **{
+            part: OneEuroIn(**asdict(getattr(smoothing, part)))
+            for part in ("rotation", "translation", "landmarks")})})
     return StreamSetup(config, tracker, config.fps, effective)
 
 
@@ -180,7 +182,7 @@ Incoming = FrameIn | ConfigIn | EndIn
 
 @dataclass
 class ConfigAck:
-    config: dict[str, Any]
+    config: StreamConfig  # every setting in force
 
 
 @dataclass
@@ -211,15 +213,37 @@ class StreamEnd:
 Outgoing = ConfigAck | FrameDone | StreamEnd
 
 
-class StreamSession:
-    """A stream's tracker and clock. ``process`` runs in a worker thread, one frame at a time."""
+class FrameEngine(Protocol):
+    """What a stream's frames run on: the core's request batcher, whose groups hold still images
+    and other streams' frames too, or ``InThread`` in process."""
 
-    def __init__(self, settings: Settings, runtime: InferenceRuntime, setup: StreamSetup,
-                 transport: str) -> None:
+    def coming(self) -> AbstractContextManager[None]: ...
+
+    async def submit(self, requests: list[ImageRequest]) -> list[ImageResult]: ...
+
+
+class InThread:
+    """A ``FrameEngine`` without a batcher: each frame's request run on its own in a worker
+    thread (tools and tests in process)."""
+
+    def __init__(self, runtime: InferenceRuntime) -> None:
+        self.runtime = runtime
+
+    def coming(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    async def submit(self, requests: list[ImageRequest]) -> list[ImageResult]:
+        return await asyncio.to_thread(estimate_faces, self.runtime, requests)
+
+
+class StreamSession:
+    """A stream's tracker and clock; ``process`` answers one frame at a time, in order."""
+
+    def __init__(self, settings: Settings, setup: StreamSetup, transport: str) -> None:
         self.settings = settings
         self.setup = setup
         self.transport = transport
-        self.tracker = Tracker(runtime, setup.tracker)
+        self.tracker = Tracker(setup.tracker)
         self.frames = 0
         self._last_timestamp_ms: float | None = None
 
@@ -235,7 +259,9 @@ class StreamSession:
                                  f"after {last:g}")
         return given
 
-    def process(self, frame: FrameIn) -> FrameOutcome:
+    async def process(self, frame: FrameIn, engine: FrameEngine) -> FrameOutcome:
+        """The frame decoded in a worker thread, then a request of ``engine`` like any image's,
+        its faces following the tracker's."""
         outcome = FrameOutcome(frame.frame_id, self.frames)
         self.frames += 1
         try:
@@ -243,13 +269,16 @@ class StreamSession:
                 raise frame.error
             timestamp_ms = self._timestamp_ms(frame.timestamp_ms)
             outcome.timestamp_ms = timestamp_ms
-            # Full size: tracking crops from the last frame's landmarks, in its pixels.
-            (decoded,) = decode_request_images(
-                self.settings, EncodedImages([frame.data], whole=True), self.setup.options,
-                reduce=False, plans=frame.plans)
-            assert decoded.request is not None
-            result = self.tracker.step(decoded.request.image, decoded.request.camera,
-                                       timestamp_ms / 1000.0)
+            with engine.coming():
+                # Full size: tracking crops from the last frame's landmarks, in its pixels.
+                (decoded,) = await asyncio.to_thread(
+                    decode_request_images, self.settings, EncodedImages([frame.data], whole=True),
+                    self.setup.options, False, frame.plans)
+                assert decoded.request is not None
+                request = self.tracker.begin(decoded.request.image, decoded.request.camera,
+                                             timestamp_ms / 1000.0)
+                (answer,) = await engine.submit([request])
+            result = self.tracker.end(answer)
         except FaceposeError as exc:
             STREAM_FRAMES.labels(self.transport, "error").inc()
             outcome.error = exc
@@ -287,10 +316,10 @@ class StreamRunner:
     whatever the transport's receive and send raise (a client gone).
     """
 
-    def __init__(self, settings: Settings, runtime: InferenceRuntime, memory: MemoryBudget,
+    def __init__(self, settings: Settings, engine: FrameEngine, memory: MemoryBudget,
                  transport: str, config_model: type[StreamConfig] | None = None) -> None:
         self.settings = settings
-        self.runtime = runtime
+        self.engine = engine
         self.memory = memory
         self.transport = transport
         self.config_model = config_model or stream_config_model(settings)
@@ -314,7 +343,7 @@ class StreamRunner:
 
     def _start(self, config: Any) -> StreamSetup:
         setup = parse_config(self.settings, config, self.config_model)
-        self.session = StreamSession(self.settings, self.runtime, setup, self.transport)
+        self.session = StreamSession(self.settings, setup, self.transport)
         return setup
 
     def _hold_frame(self, frame: FrameIn, held: Held) -> tuple[FrameIn, int]:
@@ -378,11 +407,11 @@ class StreamRunner:
         await self._send(send, StreamEnd(self.session.frames if self.session is not None else 0))
 
     async def _process(self, frame: FrameIn) -> FrameOutcome:
-        """The frame's answer, worked out in a thread. Cancelled (the client gone), it still
-        waits for the thread: model calls cannot be interrupted, and the stream's slot is given
-        back only once they are done, so that what runs stays within the limits."""
+        """The frame's answer. Cancelled (the client gone), it still waits for the frame's
+        work: model calls cannot be interrupted, and the stream's slot is given back only once
+        they are done, so that what runs stays within the limits."""
         assert self.session is not None
-        work = asyncio.get_running_loop().run_in_executor(None, self.session.process, frame)
+        work = asyncio.ensure_future(self.session.process(frame, self.engine))
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:

@@ -11,10 +11,17 @@ import numpy as np
 from service.grpc import facepose_pb2 as pb
 from service.wire import camera_entry, face_entry, failed_image_entry, image_entry
 
-INCLUDE_NAMES = {pb.INCLUDE_MESH: "mesh", pb.INCLUDE_LANDMARKS: "landmarks",
-                 pb.INCLUDE_LANDMARKS68: "landmarks68", pb.INCLUDE_IRIS: "iris",
-                 pb.INCLUDE_VISIBILITY: "visibility", pb.INCLUDE_BLENDSHAPES: "blendshapes"}
+# Read from the proto, so that a new option or include value is declared there and in
+# ``app/options.py`` only: INCLUDE_MESH is "mesh", as REST's include names it.
+INCLUDE_NAMES = {value: name.removeprefix("INCLUDE_").lower()
+                 for name, value in pb.Include.items() if value != pb.INCLUDE_UNSPECIFIED}
 INCLUDE_VALUES = {name: value for value, name in INCLUDE_NAMES.items()}
+# The options that are one scalar each, by their REST names: Options' own, then the
+# intrinsics'.
+SCALAR_OPTIONS = tuple(field.name for field in pb.Options.DESCRIPTOR.fields
+                       if field.name not in ("include", "intrinsics"))
+INTRINSICS_OPTIONS = tuple(field.name for field in pb.Intrinsics.DESCRIPTOR.fields)
+OPTION_NAMES = SCALAR_OPTIONS + INTRINSICS_OPTIONS
 
 
 def _pairs(values: Any, width: int) -> list[list[float]] | None:

@@ -15,7 +15,7 @@ from service.app.results import FaceOutput, face_output
 from service.app.streams import FrameOutcome, StreamConfig
 from service.errors import FaceposeError
 from service.grpc import facepose_pb2 as pb
-from service.grpc.decode import INCLUDE_NAMES
+from service.grpc.decode import INCLUDE_NAMES, INTRINSICS_OPTIONS, SCALAR_OPTIONS
 from service.pipeline.solve import Camera
 
 ONE_EURO_FIELDS = ("min_cutoff_hz", "beta", "d_cutoff_hz")
@@ -30,9 +30,8 @@ def _option_fields(options: pb.Options) -> dict[str, Any]:
     is refused as REST refuses an unknown include name."""
     return {
         "include": [INCLUDE_NAMES.get(value, f"unknown({value})") for value in options.include],
-        **_set_fields(options, ("max_faces", "min_score", "min_presence", "quality",
-                                "min_face_px", "max_uncertainty_deg")),
-        **_set_fields(options.intrinsics, ("fx", "fy", "cx", "cy")),
+        **_set_fields(options, SCALAR_OPTIONS),
+        **_set_fields(options.intrinsics, INTRINSICS_OPTIONS),
     }
 
 

@@ -40,7 +40,7 @@ async def track_frames(core: Core, requests: AsyncIterator[pb.TrackRequest],
     closes) for the servicer to turn into a status."""
     settings = core.settings
     with core.stream("grpc"):
-        runner = StreamRunner(settings, core.runtime, core.memory, "grpc", config_model)
+        runner = StreamRunner(settings, core.batcher, core.memory, "grpc", config_model)
         # Bounded: a client that stops reading stops the stream's work too.
         results: asyncio.Queue[pb.TrackResult] = asyncio.Queue(
             settings.stream_max_frames_in_flight)

@@ -229,7 +229,8 @@ def _text(content: dict[str, Any]) -> str:
 
 async def send_message(websocket: WebSocket, outgoing: Outgoing) -> None:
     if isinstance(outgoing, ConfigAck):
-        content: dict[str, Any] = {"type": "config", "config": outgoing.config}
+        content: dict[str, Any] = {"type": "config",
+                                   "config": outgoing.config.model_dump(mode="json")}
     elif isinstance(outgoing, FrameDone):
         content = frame_dict(outgoing.outcome)
     else:
@@ -268,7 +269,7 @@ def stream_router(core: Core) -> APIRouter:
 
     async def serve(websocket: WebSocket) -> int:
         """Run the accepted stream to its end; the close code it ended with."""
-        runner = StreamRunner(settings, core.runtime, core.memory, "websocket", config_model)
+        runner = StreamRunner(settings, core.batcher, core.memory, "websocket", config_model)
 
         async def receive() -> Incoming:
             return await receive_message(websocket, settings)

@@ -1,107 +1,18 @@
 """The pipeline's entry point, ``estimate_faces``: decoded images -> faces with poses and meshes.
 
 The application core calls only this. Each image runs its preset's stages
-(``pipeline.presets``); images sharing a preset share every model call.
+(``pipeline.presets``); a video frame (``ImageRequest.follow``) follows its stream's faces
+(``pipeline.follow``). Images sharing a preset share every model call, video frames of many
+streams included.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-import numpy as np
-
-from service.metrics import STAGE_SECONDS
-from service.pipeline.align import NUM_VERTICES
-from service.pipeline.blendshapes import add_blendshapes
-from service.pipeline.iris import face_irises
+from service.pipeline.finish import finish
+from service.pipeline.follow import follow_faces
 from service.pipeline.presets import PRESETS
-from service.pipeline.records import (
-    DroppedBox,
-    DropReason,
-    Face,
-    ImageRequest,
-    ImageResult,
-    ImageWork,
-    Preset,
-)
-from service.pipeline.scale import rescale_boxes, rescale_camera, rescale_landmarks
-from service.pipeline.solve import CanonicalFace, Pose, load_canonical_face, mesh_in_camera_mm
-from service.pipeline.uncertainty import box_side_px, uncertainty_deg
+from service.pipeline.records import ImageRequest, ImageResult, ImageWork, Preset
 from service.runtime.base import InferenceRuntime
-
-
-def to_full_size(result: ImageResult, reduction: int) -> ImageResult:
-    """An image's result in full-size pixels; rotations, translations and metric meshes need
-    no change."""
-    if reduction == 1:
-        return result
-    for face in result.faces:
-        face.box = rescale_boxes(face.box[None], reduction)[0]
-        face.landmarks_px = rescale_landmarks(face.landmarks_px, reduction)
-        face.pose = replace(face.pose,
-                            reprojection_rmse_px=face.pose.reprojection_rmse_px * reduction)
-    return replace(result, camera=rescale_camera(result.camera, reduction))
-
-
-def posed_face(index: int, box: np.ndarray, score: float, landmarks: np.ndarray,
-               presence: float, pose: Pose, preset: Preset, request: ImageRequest,
-               face_model: CanonicalFace) -> Face | DroppedBox:
-    """Face ``index`` of an image as a client gets it, or why it is left out."""
-    options = request.options
-    if presence < options.min_presence:
-        return DroppedBox(index, DropReason.MIN_PRESENCE,
-                          f"presence {presence:.3f} is under min_presence "
-                          f"{options.min_presence:g}: the face mesh sees no face there")
-    if not np.isfinite(landmarks[NUM_VERTICES:]).all():
-        landmarks = landmarks[:NUM_VERTICES]  # V1 refound it: no V2 irises
-    uncertainty = uncertainty_deg(pose, presence, box_side_px(box), preset.name,
-                                  request.reduction)
-    limit = options.max_uncertainty_deg
-    if limit is not None and not uncertainty <= limit:
-        return DroppedBox(index, DropReason.MAX_UNCERTAINTY_DEG,
-                          f"uncertainty {uncertainty:.2f} deg is over max_uncertainty_deg "
-                          f"{limit:g}")
-    vertices = mesh_in_camera_mm(landmarks, pose, face_model.vertices_mm, request.camera)
-    if not all(np.isfinite(a).all() for a in (box, landmarks, vertices, pose.r_cam_from_model,
-                                              pose.t_cam_from_model_mm)):
-        # A degenerate fit (noise the detector took for a face) has no pose to give.
-        return DroppedBox(index, DropReason.NO_POSE,
-                          "the face mesh fitted in this box gives no finite pose")
-    return Face(box, score, presence, pose, landmarks, vertices, uncertainty,
-                box_index=index if request.boxes is not None else None)
-
-
-def finish(runtime: InferenceRuntime, work: ImageWork, preset: Preset) -> ImageResult:
-    """The faces a client gets: present, with a pose, their meshes in mm, irises if asked. A
-    client's box whose face is left out gets a ``DroppedBox`` saying why."""
-    request, face_model = work.request, load_canonical_face()
-    options = request.options
-    result = ImageResult(request.camera, quality=preset.name,
-                         min_face_px=None if work.min_face_px is None
-                         else round(work.min_face_px * request.reduction))
-    given = request.boxes is not None
-    for index, (box, score, face_landmarks, face_presence, pose) in enumerate(zip(
-            work.boxes, work.scores, work.landmarks, work.presence, work.poses, strict=True)):
-        answer = posed_face(index, box, float(score), face_landmarks, float(face_presence),
-                            pose, preset, request, face_model)
-        if isinstance(answer, Face):
-            result.faces.append(answer)
-        elif given:
-            result.dropped_boxes.append(answer)
-    if given:
-        assert request.boxes is not None
-        result.dropped_boxes.extend(
-            DroppedBox(index, DropReason.MAX_FACES,
-                       f"only max_faces={options.max_faces} boxes an image are fitted")
-            for index in range(len(work), len(request.boxes)))
-    if request.options.iris and result.faces:
-        with STAGE_SECONDS.labels("iris").time():
-            pairs = face_irises(runtime, request.image, [f.landmarks_px for f in result.faces])
-        for face, pair in zip(result.faces, pairs, strict=True):
-            face.iris = pair
-    if request.options.blendshapes:
-        add_blendshapes(runtime, result.faces)
-    return to_full_size(result, request.reduction)
 
 
 def run_preset(runtime: InferenceRuntime, requests: list[ImageRequest], preset: Preset
@@ -115,15 +26,16 @@ def run_preset(runtime: InferenceRuntime, requests: list[ImageRequest], preset: 
 def estimate_faces(runtime: InferenceRuntime, requests: list[ImageRequest],
                    preset: Preset | None = None) -> list[ImageResult]:
     """Faces, poses and meshes for each image, in order: each with the preset its options
-    name, or all with ``preset``."""
-    groups: dict[str, tuple[Preset, list[int]]] = {}
+    name, or all with ``preset``; video frames followed from their streams' last landmarks."""
+    groups: dict[tuple[str, bool], tuple[Preset, list[int]]] = {}
     for i, request in enumerate(requests):
         chosen = preset or PRESETS[request.options.quality]
-        groups.setdefault(chosen.name, (chosen, []))[1].append(i)
+        groups.setdefault((chosen.name, request.follow is not None), (chosen, []))[1].append(i)
     results: list[ImageResult | None] = [None] * len(requests)
-    for chosen, indices in groups.values():
-        for i, result in zip(indices, run_preset(runtime, [requests[i] for i in indices],
-                                                 chosen), strict=True):
+    for (_, video), (chosen, indices) in groups.items():
+        run = follow_faces if video else run_preset
+        for i, result in zip(indices, run(runtime, [requests[i] for i in indices], chosen),
+                             strict=True):
             results[i] = result
     assert all(r is not None for r in results)  # every image is in one group
     return [r for r in results if r is not None]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from service.pipeline.align import Regions
 from service.pipeline.detect import NUM_KEYPOINTS
 from service.pipeline.iris import IrisPair
 from service.pipeline.mesh import MESH_V1
+from service.pipeline.smoothing import FaceSmoother, SmoothingParams
 from service.pipeline.solve import Camera, Pose
 
 if TYPE_CHECKING:
@@ -49,6 +50,48 @@ class ImageRequest:
     boxes: np.ndarray | None = None  # (N, 4) client face boxes; None runs the detector
     reduction: int = 1
     redecode: Callable[[int], np.ndarray] | None = None  # the image at another reduction
+    follow: Follow | None = None  # a video frame: its stream's faces, followed (pipeline/follow)
+
+
+# Why the detector ran on a video frame: the stream's first frame, no face followed, a followed
+# face lost, or its periodic look for faces coming into view.
+DetectReason = Literal["first", "none_tracked", "lost", "periodic"]
+
+
+@dataclass(frozen=True)
+class Track:
+    """A face a video stream follows, as the last frame left it."""
+
+    track_id: int
+    landmarks_px: np.ndarray  # (P, 3) as fitted, unsmoothed: where the next frame's crop goes
+    presence: float
+    score: float  # the detector's score when it last found the face
+    smoother: FaceSmoother | None  # its poses' and landmarks' filters; None: as fitted
+
+
+@dataclass(frozen=True)
+class Follow:
+    """A video frame's part of its stream's state: the faces to follow from the last frame's
+    landmarks instead of detecting them, and whether the detector runs whatever they do. The
+    stream keeps the state; the pipeline answers with the next (``Followed``)."""
+
+    tracks: tuple[Track, ...]  # by id
+    retry: tuple[Track, ...]  # whose pose failed on the last frame: found again, same id
+    due: DetectReason | None  # "first", "none_tracked" or "periodic": the detector runs
+    time_s: float  # the frame's time, increasing through the stream
+    smoothing: SmoothingParams | None  # for faces new on this frame; None: as fitted
+    next_id: int  # the id a face new on this frame takes (ids are never reused)
+
+
+@dataclass
+class Followed:
+    """What a video frame leaves for the next: its stream's faces, and why the detector ran."""
+
+    tracks: list[Track]  # followed on, by id
+    shown: list[int]  # for each of the frame's faces, its track's index in ``tracks``
+    retry: list[Track]  # whose pose failed on this frame
+    detect_reason: DetectReason | None
+    next_id: int
 
 
 
@@ -181,3 +224,4 @@ class ImageResult:
     quality: str | None = None  # the preset that ran
     min_face_px: int | None = None  # the smallest face searched for, full-size pixels
     dropped_boxes: list[DroppedBox] = field(default_factory=list)  # client boxes, in order
+    followed: Followed | None = None  # a video frame's (``ImageRequest.follow``)
