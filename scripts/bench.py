@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eval_data import DEV_LARGE, missing_data_message
 
-from service.client import GrpcClient
+from service.clients import GrpcClient
 from service.config import get_settings
 from service.triton_local.server import LocalTriton
 

@@ -24,7 +24,7 @@ from eval_aflw2000 import box_iou
 from eval_data import DEV_LARGE, require_labelled_set
 from peer_poses import peer_faces
 
-from service.local import FacePose
+from service.clients.local import FacePose
 from service.wire import BLENDSHAPE_NAMES
 
 # A coefficient varies where the peer's scores spread this much over the faces compared.

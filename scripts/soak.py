@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from bench import gateway  # noqa: E402
 
-from service.client import GrpcClient, RestClient  # noqa: E402
+from service.clients import GrpcClient, RestClient  # noqa: E402
 
 # Statuses that are the service working as designed when it is full, not errors.
 SHED_HTTP = {429}

@@ -105,8 +105,8 @@ def _triton(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from service.batch_client import NothingToDo, run_batch
-    from service.client import grpc_options
+    from service.clients.batch import NothingToDo, run_batch
+    from service.clients.remote import grpc_options
     from service.endpoints import parse_servers
 
     try:
@@ -133,10 +133,10 @@ def _batch(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     import json
 
-    from service.client import UNREADABLE_FILE
+    from service.clients.local import FacePose
+    from service.clients.remote import UNREADABLE_FILE
     from service.errors import FaceposeError
     from service.http.body import checked_boxes, parse_boxes_json
-    from service.local import FacePose
     from service.wire import failed_image_entry
 
     options = {name: value for name in OPTION_FLAGS

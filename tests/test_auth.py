@@ -7,7 +7,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.client import GrpcClient
+from service.clients import GrpcClient
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc
 from tests.conftest import free_port, gateway

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from service.batch_client import collect_paths, completed_paths
+from service.clients.batch import collect_paths, completed_paths
 from tests.conftest import REPO
 from tests.images import astronaut, encode
 

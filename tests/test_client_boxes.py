@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service.client import GrpcClient
+from service.clients import GrpcClient
+from service.clients.local import FacePose
 from service.http.schemas import FacesResponse
-from service.local import FacePose
 from tests.conftest import REPO
 from tests.images import astronaut, encode
 

@@ -18,7 +18,7 @@ from service.app.images import EncodedImages, ImageOutcome
 from service.app.options import Include, RequestOptions, options_model
 from service.app.refusals import refusal_for
 from service.app.streams import parse_config
-from service.client import GrpcClient, RestClient, grpc_options
+from service.clients import GrpcClient, RestClient, grpc_options
 from service.config import Settings
 from service.gateway import create_gateway
 from service.grpc import facepose_pb2 as pb

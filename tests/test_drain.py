@@ -16,7 +16,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.client import GrpcClient
+from service.clients import GrpcClient
 from tests.conftest import free_port, gateway_process
 from tests.images import astronaut, encode
 

@@ -11,7 +11,7 @@ SERVICE = Path(__file__).resolve().parent.parent / "service"
 # Higher imports lower, never the reverse. Modules not named sit beside every layer (settings,
 # errors, metrics, logs) and import only each other.
 LAYERS = {
-    "clients": 5, "cli": 5, "gateway": 5, "batch_client": 5, "client": 5, "local": 5,
+    "clients": 5, "cli": 5, "gateway": 5,
     "http": 4, "grpc": 4,
     "app": 3,
     "pipeline": 2, "model_build": 2, "triton_local": 2,
@@ -102,8 +102,8 @@ def test_the_clients_load_none_of_the_server() -> None:
     import sys
 
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, service.client, service.batch_client; "
+        [sys.executable, "-c", "import sys, service.clients, service.clients.batch; "
          "print(' '.join(sorted(m for m in sys.modules if m.startswith('service.'))))"],
         cwd=SERVICE.parent, capture_output=True, text=True, check=True).stdout.split()
-    server = [m for m in loaded if m.split(".")[1] in {"app", "pipeline", "runtime", "api"}]
+    server = [m for m in loaded if m.split(".")[1] in {"app", "pipeline", "runtime", "http"}]
     assert not server, server

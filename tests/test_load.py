@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.client import GrpcClient
+from service.clients import GrpcClient
 from tests.conftest import free_port, gateway
 from tests.images import astronaut, encode
 

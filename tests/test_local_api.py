@@ -1,4 +1,4 @@
-"""The same answer however it is asked for: the in-process API (service.local.FacePose), the
+"""The same answer however it is asked for: the in-process API (service.clients.local.FacePose), the
 one-shot CLI (`facepose estimate`), and /v1/faces over real HTTP with a raw body, a multipart
 body and a JSON body of base64 images; and what each refuses."""
 
@@ -17,8 +17,8 @@ import httpx
 import numpy as np
 import pytest
 
+from service.clients.local import FacePose
 from service.errors import BadOption
-from service.local import FacePose
 from tests.conftest import REPO
 from tests.images import astronaut, encode
 

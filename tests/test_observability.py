@@ -75,7 +75,7 @@ def test_each_transport_is_counted_in_labels_that_add_up(client: httpx.Client,
     import grpc
     import websocket
 
-    from service.client import GrpcClient
+    from service.clients import GrpcClient
     from service.metrics import Outcome
 
     client.get("/openapi.json")

@@ -234,7 +234,7 @@ def test_lines_and_text_grow_with_the_image() -> None:
 def test_group_photo_panels_are_numbered_and_clear_of_each_other(client: httpx.Client) -> None:
     """insightface's t1.jpg, six faces side by side: each face's number (as in the table) and
     angles sit on panels that cover no other panel and no face's box."""
-    from service.local import FacePose
+    from service.clients.local import FacePose
     from service.pipeline.draw import face_panels
     from tests.images import group_photo
 

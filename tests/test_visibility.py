@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.client import GrpcClient
+from service.clients import GrpcClient
 from service.pipeline.solve import load_canonical_face, rotation_from_euler_deg
 from service.pipeline.visibility import facing_camera, occluded, visible_vertices
 from tests.conftest import SHARED_DATA

@@ -1,5 +1,5 @@
 """gRPC answers in the REST JSON shapes, for clients: what `facepose batch` writes per image and
-what ``service.client.GrpcClient`` returns. Imports the generated messages and ``service.wire``
+what ``service.clients.GrpcClient`` returns. Imports the generated messages and ``service.wire``
 only, never the server's code, so a client loads none of it."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """facepose in your own process: the models opened once, no server.
 
-    from service.local import FacePose
+    from service.clients.local import FacePose
 
     with FacePose() as facepose:
         answer = facepose.estimate(["photo.jpg"], include=["landmarks68"], quality="accurate")

@@ -21,7 +21,7 @@ import grpc
 from google.protobuf import json_format
 from tqdm import tqdm
 
-from service.client import MAX_MESSAGE_BYTES, UNREADABLE_FILE
+from service.clients.remote import MAX_MESSAGE_BYTES, UNREADABLE_FILE
 from service.endpoints import Endpoints
 from service.grpc import facepose_pb2 as pb
 from service.grpc import facepose_pb2_grpc as pb_grpc

@@ -1,6 +1,6 @@
 """Python clients for facepose over REST and gRPC; both return the REST JSON shapes.
 
-    from service.client import GrpcClient, RestClient
+    from service.clients import GrpcClient, RestClient
 
     with RestClient("http://127.0.0.1:8080") as rest:
         entries = rest.faces([open("a.jpg", "rb").read()], include=["landmarks68"])
