@@ -28,7 +28,7 @@ import websocket
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import gateway
+from bench import gateway, model_traffic
 
 from service.app.images import EncodedImages, decode_request_images
 from service.app.options import options_model
@@ -148,7 +148,8 @@ def stream_video(url: str, frames: list[bytes], latencies: list[float],
 
 
 def concurrent_streams(video: Video, counts: list[int]) -> list[Row]:
-    """``count`` WebSocket streams at once against one gateway, each sending the whole video."""
+    """``count`` WebSocket streams at once against one gateway, each sending the whole video;
+    prints the model calls a frame took (fewer where streams share them)."""
     rows = []
     with gateway({}) as (url, _, _):
         stream_video(url, video.encoded[:10], [], [])  # warm-up, not counted
@@ -158,6 +159,7 @@ def concurrent_streams(video: Video, counts: list[int]) -> list[Row]:
             clients = [threading.Thread(target=stream_video,
                                         args=(url, video.encoded, latencies[k], detected[k]))
                        for k in range(count)]
+            calls_before, _ = model_traffic(url)
             started = time.perf_counter()
             for client in clients:
                 client.start()
@@ -167,6 +169,9 @@ def concurrent_streams(video: Video, counts: list[int]) -> list[Row]:
             every = [s for per_stream in latencies for s in per_stream]
             if len(every) != count * len(video.encoded):
                 raise RuntimeError("a stream ended early; see the assertion above")
+            calls = (model_traffic(url)[0] - calls_before) / len(every)
+            print(f"{count} stream{'s' if count > 1 else ''} at once: {calls:.2f} model calls "
+                  "a frame")
             p50, p95 = np.percentile(every, [50, 95]) * 1000
             rows.append((f"gateway: {count} WebSocket stream{'s' if count > 1 else ''} at "
                          "once, detector every 10 frames", len(every) / total, float(p50),
