@@ -1,7 +1,7 @@
 """Where a request's CPU goes: each part's CPU per image, in process and through the gateway.
 
     python scripts/anatomy.py [--photos DIR] [--count 100] [--runtime embedded|triton]
-                              [--concurrency 1 8] [--requests 200]
+                              [--concurrency 1 8] [--requests 200] [--env NAME=VALUE ...]
 
 Each part is a function of the request path, timed in the thread that runs it with the thread's
 own CPU clock, without the parts it calls (those count as theirs). What no part holds is counted
@@ -11,7 +11,8 @@ runtimes' and gRPC's). The rows add up to the process's CPU per image.
 
 In process: ``service.clients.local.FacePose`` (decode, pipeline, results, JSON as the gateway
 makes them), one photo at a time. Through the gateway: a gateway started by this script with the
-same timers, sent the photos over REST at each concurrency. With ``--runtime triton`` the models
+same timers (and the settings ``--env`` gives it: a lever to try), sent the photos over REST at
+each concurrency. With ``--runtime triton`` the models
 run in a local Triton, whose CPU is printed apart: the gateway's rows are what a GPU node's
 gateway cores pay.
 """
@@ -288,7 +289,10 @@ def main() -> int:
     parser.add_argument("--runtime", choices=("embedded", "triton"), default="embedded")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="gateway settings, e.g. FACEPOSE_BATCH_MAX_WAIT_MS=5")
     args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.env)
     missing = missing_data_message("anatomy", args.photos, labels=False)
     if missing is not None:
         print(missing, file=sys.stderr)
@@ -300,7 +304,7 @@ def main() -> int:
     if args.runtime == "embedded":
         columns["in process"] = in_process(photos)
         columns.update(through_gateway(photos, args.concurrency, args.requests,
-                                       {"FACEPOSE_RUNTIME": "embedded"}))
+                                       {"FACEPOSE_RUNTIME": "embedded", **settings}))
     else:
         from bench import free_port, process_tree_cpu
 
@@ -310,7 +314,9 @@ def main() -> int:
                          free_port(), free_port()) as triton:
             assert triton.process is not None
             pid = triton.process.pid
-            env = {"FACEPOSE_RUNTIME": "triton", "FACEPOSE_TRITON_URL": triton.grpc_url}
+            http = settings.get("FACEPOSE_TRITON_PROTOCOL") == "http"
+            env = {"FACEPOSE_RUNTIME": "triton", "FACEPOSE_TRITON_URL": (
+                f"{triton.address}:{triton.http_port}" if http else triton.grpc_url), **settings}
             extra["Triton (apart)"] = {}
             for concurrency in args.concurrency:
                 started = process_tree_cpu(pid)
@@ -319,7 +325,8 @@ def main() -> int:
                 extra["Triton (apart)"][f"REST c{concurrency}"] = (
                     1000 * (process_tree_cpu(pid) - started) / (args.requests + len(photos)))
     print(f"{len(photos)} photos from {args.photos}, {args.runtime} runtime, "
-          f"{args.requests} requests a column\n")
+          f"{args.requests} requests a column" + (f", {' '.join(args.env)}" if args.env else "")
+          + "\n")
     print_table(columns, extra)
     return 0
 
