@@ -19,6 +19,7 @@ from tests.conftest import REPO
     ["scripts/eval_blendshapes.py", "{missing}"],
     ["scripts/peer_poses.py", "{missing}"],
     ["scripts/fit_pose_calibration.py", "collect", "{missing}", "--out", "{missing}/x.npz"],
+    ["scripts/anatomy.py", "--photos", "{missing}"],
 ])
 def test_a_script_without_its_data_says_what_it_needs(command: list[str],
                                                       tmp_path: Path) -> None:
