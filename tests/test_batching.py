@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
 
 from service.app.batcher import RequestBatcher
+from service.errors import ShuttingDown
 from service.pipeline.records import ImageRequest, ImageResult, PipelineOptions
 from service.pipeline.solve import Camera
 
@@ -91,3 +93,28 @@ def test_a_failing_request_is_run_again_alone_and_fails_only_itself() -> None:
     assert isinstance(third, list) and len(third) == 2
     # The group of all four failed once; then each request ran on its own.
     assert groups == [4, 1, 1, 2]
+
+
+def test_stopping_answers_every_waiting_submission() -> None:
+    """A group still running, one being collected and one queued when the batcher stops: each
+    caller gets ShuttingDown at once instead of waiting for ever (a stream's frame, a request
+    past the shutdown grace)."""
+    release = threading.Event()
+
+    def run(requests: list[ImageRequest]) -> list[ImageResult]:
+        release.wait(10)  # model calls that outlast the shutdown
+        return [ImageResult(r.camera) for r in requests]
+
+    async def scenario() -> list[BaseException | list[ImageResult]]:
+        batcher = RequestBatcher(run, 1, MAX_WAIT_S, workers=1, in_service=lambda: 0)
+        batcher.start()
+        waiting = [asyncio.ensure_future(batcher.submit([image_request()])) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        await batcher.stop()
+        try:
+            return await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 2)
+        finally:
+            release.set()
+
+    answers = asyncio.run(scenario())
+    assert [type(answer) for answer in answers] == [ShuttingDown] * 3

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from service.errors import ShuttingDown
 from service.metrics import GROUP_IMAGES, GROUP_REQUESTS, QUEUE_DEPTH, STAGE_SECONDS
 from service.pipeline.records import ImageRequest, ImageResult
 
@@ -45,6 +46,7 @@ class RequestBatcher:
         self._in_service = in_service
         self._coming = 0  # submissions on their way that ``in_service`` does not count
         self._held = 0  # submissions in the group being collected
+        self._collecting: list[_Pending] = []
         self._running = 0  # submissions in groups being run
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._collector: asyncio.Task[None] | None = None
@@ -54,11 +56,18 @@ class RequestBatcher:
         self._collector = asyncio.create_task(self._collect_forever())
 
     async def stop(self) -> None:
+        """Stop collecting and running groups; whoever still waits for a result (a request past
+        the shutdown grace, a stream's frame) gets ShuttingDown instead of waiting for ever."""
         tasks = [t for t in (self._collector, *self._groups) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._collector, self._groups = None, set()
+        for pending in self._collecting:
+            _refuse(pending)
+        self._collecting = []
+        while not self._queue.empty():
+            _refuse(self._queue.get_nowait())
 
     async def submit(self, requests: list[ImageRequest]) -> list[ImageResult]:
         if not requests:
@@ -85,7 +94,7 @@ class RequestBatcher:
                 > self._held + self._running + self._queue.qsize())
 
     async def _collect(self) -> list[_Pending]:
-        group = [await self._queue.get()]
+        group = self._collecting = [await self._queue.get()]
         self._held = 1
         count = len(group[0].requests)
         deadline = time.perf_counter() + self._max_wait_s
@@ -112,7 +121,7 @@ class RequestBatcher:
         while True:
             await runners.acquire()
             group = await self._collect()
-            self._held = 0
+            self._held, self._collecting = 0, []
             QUEUE_DEPTH.dec(sum(len(p.requests) for p in group))
             # A caller that went away (cancelled) needs no work done for it.
             group = [p for p in group if not p.future.done()]
@@ -126,6 +135,14 @@ class RequestBatcher:
             task.add_done_callback(lambda _: runners.release())
 
     async def _run_group(self, group: list[_Pending]) -> None:
+        try:
+            await self._run_group_of(group)
+        except asyncio.CancelledError:
+            for pending in group:  # the batcher is stopping: see ``stop``
+                _refuse(pending)
+            raise
+
+    async def _run_group_of(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
         for pending in group:
             STAGE_SECONDS.labels("queue").observe(started - pending.queued_at)
@@ -159,3 +176,8 @@ class RequestBatcher:
             return
         if not pending.future.done():
             pending.future.set_result(results)
+
+
+def _refuse(pending: _Pending) -> None:
+    if not pending.future.done():
+        pending.future.set_exception(ShuttingDown("the service is shutting down"))
