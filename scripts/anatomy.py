@@ -190,34 +190,15 @@ def serve(dump_path: Path) -> int:
 
 def through_gateway(photos: list[bytes], concurrencies: list[int], requests: int,
                     env: dict[str, str]) -> dict[str, dict[str, float]]:
-    import subprocess
     import tempfile
 
-    from bench import free_port
+    from bench import gateway
 
     columns = {}
     with tempfile.TemporaryDirectory() as scratch:
         dump_path = Path(scratch) / "timers.json"
-        port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(dump_path)], cwd=REPO,
-            env={**os.environ, **env, "FACEPOSE_HOST": "127.0.0.1", "FACEPOSE_PORT": str(port),
-                 "FACEPOSE_MAX_IN_FLIGHT_REQUESTS": "256"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the gateway exited with {process.returncode}")
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the gateway was not ready within 120 s")
-                time.sleep(0.2)
+        with gateway(env, command=[sys.executable, __file__, "--serve", str(dump_path)]
+                     ) as (url, _, pid):
             http = httpx.Client(base_url=url, timeout=120,
                                 limits=httpx.Limits(max_connections=256))
 
@@ -227,7 +208,7 @@ def through_gateway(photos: list[bytes], concurrencies: list[int], requests: int
 
             def read_timers() -> dict[str, Any]:
                 dump_path.unlink(missing_ok=True)
-                process.send_signal(signal.SIGUSR1)
+                os.kill(pid, signal.SIGUSR1)
                 while not dump_path.exists() or not dump_path.stat().st_size:
                     time.sleep(0.01)
                 time.sleep(0.05)
@@ -241,9 +222,6 @@ def through_gateway(photos: list[bytes], concurrencies: list[int], requests: int
                     list(pool.map(send, range(requests)))
                 columns[f"REST c{concurrency}"] = anatomy(before, read_timers(), requests)
             http.close()
-        finally:
-            process.terminate()
-            process.wait(30)
     return columns
 
 

@@ -120,16 +120,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def gateway(env: dict[str, str], log_path: Path | None = None
-            ) -> Iterator[tuple[str, str, int]]:
-    """A gateway (`facepose serve`) on free loopback ports; yields (url, grpc target, pid).
+def gateway(env: dict[str, str], log_path: Path | None = None,
+            command: list[str] | None = None) -> Iterator[tuple[str, str, int]]:
+    """A gateway (`facepose serve`, or ``command`` that serves as it does) on free loopback
+    ports; yields (url, grpc target, pid).
 
     Its output goes to ``log_path``, else nowhere. Shared by the scripts under scripts/.
     """
     http_port, grpc_port = free_port(), free_port()
     log = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve"], cwd=REPO,
+        command or [sys.executable, "-m", "service.cli", "serve"], cwd=REPO,
         env={**os.environ, "FACEPOSE_MAX_IN_FLIGHT_REQUESTS": "256", **env,
              "FACEPOSE_HOST": "127.0.0.1", "FACEPOSE_PORT": str(http_port),
              "FACEPOSE_GRPC_PORT": str(grpc_port)},

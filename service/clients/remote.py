@@ -112,7 +112,6 @@ class GrpcClient:
                  **options: Any) -> list[dict[str, Any]]:
         """One entry per image, in order; raises grpc.RpcError for a failed call and
         ValueError for an option the service does not know."""
-        check_option_names(options, OPTION_NAMES)
         messages = []
         for i, data in enumerate(images):
             image = pb.Image(data=data)
@@ -129,8 +128,8 @@ class GrpcClient:
 
     def stream(self, items: Iterable[tuple[str, bytes]], include: Sequence[str] = (),
                **options: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(id, entry) for each (id, image) sent, as they finish."""
-        check_option_names(options, OPTION_NAMES)
+        """(id, entry) for each (id, image) sent, as they finish; ValueError for an option the
+        service does not know."""
         shared = grpc_options(include, **options)
         requests = (pb.StreamRequest(id=item_id, image=pb.Image(data=data), options=shared)
                     for item_id, data in items)
